@@ -1,1 +1,52 @@
-"""mtlbench.problems"""
+"""Benchmark problems, registered by name (``PROBLEMS``); third parties use the
+``mtlbench.problems`` entry-point group or :func:`register_problem`.
+
+Every module of this package is imported on first use of the registry.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any
+
+from mtlbench.problems.base import Batch, HeadSpec, Metric, Problem, ProblemOption, Task, TrainingDefaults
+from mtlbench.registry import Registry
+
+__all__ = [
+    "PROBLEMS",
+    "Batch",
+    "HeadSpec",
+    "Metric",
+    "Problem",
+    "ProblemOption",
+    "Task",
+    "TrainingDefaults",
+    "create_problem",
+    "register_problem",
+]
+
+
+class _ProblemRegistry(Registry[type[Problem]]):
+    _imported = False
+
+    def _load_entry_points(self) -> None:
+        if not self._imported:
+            self._imported = True
+            for module in pkgutil.iter_modules(__path__):
+                if module.name != "base" and not module.name.startswith("_"):
+                    importlib.import_module(f"{__name__}.{module.name}")
+        super()._load_entry_points()
+
+
+PROBLEMS: Registry[type[Problem]] = _ProblemRegistry("problem", "mtlbench.problems")
+
+
+def register_problem(cls: type[Problem]) -> type[Problem]:
+    """Class decorator: register a :class:`Problem` subclass under its ``name``."""
+    return PROBLEMS.register(cls.name, cls)
+
+
+def create_problem(name: str, tasks: str | list[str] = "all", **options: Any) -> Problem:
+    """Instantiate problem ``name`` with a task list such as ``"CL_RR"`` and its options."""
+    return PROBLEMS[name](tasks, **options)
