@@ -20,7 +20,9 @@ TaskMetrics = Mapping[str, Mapping[str, float]]
 Directions = Mapping[str, Mapping[str, bool]]
 
 
-def relative_changes(metrics: TaskMetrics, reference: TaskMetrics, directions: Directions) -> dict[str, dict[str, float]]:
+def relative_changes(
+    metrics: TaskMetrics, reference: TaskMetrics, directions: Directions
+) -> dict[str, dict[str, float]]:
     """Per task and metric, (-1)^l (M - M_ref) / M_ref in percent (positive = better than reference)."""
     changes: dict[str, dict[str, float]] = {}
     for task, task_metrics in metrics.items():

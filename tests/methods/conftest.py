@@ -22,9 +22,9 @@ class TinyProblem:
     def losses(self, batch: Batch | None = None) -> torch.Tensor:
         batch = batch or self.batch
         outputs = self.model(batch.inputs)
-        return torch.stack([
-            nn.functional.mse_loss(outputs[name].squeeze(-1), batch.targets[name]) for name in self.model.task_names
-        ])
+        return torch.stack(
+            [nn.functional.mse_loss(outputs[name].squeeze(-1), batch.targets[name]) for name in self.model.task_names]
+        )
 
 
 def make_tiny_problem(n_tasks: int = 2, *, seed: int = 0, n: int = 32, features: int = 6) -> TinyProblem:
@@ -64,9 +64,9 @@ def train_steps(method: Method, problem: TinyProblem, steps: int = 5, lr: float 
         optimizer.zero_grad(set_to_none=True)
         features = wrapped.encode(problem.batch.inputs)
         outputs = wrapped.decode(features)
-        losses = torch.stack([
-            nn.functional.mse_loss(outputs[n].squeeze(-1), problem.batch.targets[n]) for n in wrapped.task_names
-        ])
+        losses = torch.stack(
+            [nn.functional.mse_loss(outputs[n].squeeze(-1), problem.batch.targets[n]) for n in wrapped.task_names]
+        )
         result = method.backward(
             losses, wrapped.shared_parameters(), features=features, task_parameters=wrapped.task_parameters()
         )

@@ -29,8 +29,6 @@ class DatasetSource(Protocol):
         ...
 
 
-
-
 class _DatasetRegistry(Registry[DatasetSource]):
     _imported = False
 

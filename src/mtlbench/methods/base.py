@@ -132,7 +132,7 @@ class Method:
         return {key: list(values) for key, values in chosen.items()}
 
     # --- hooks -------------------------------------------------------------------------------
-    def attach(self, context: TrainingContext) -> None:  # noqa: B027 - optional hook
+    def attach(self, context: TrainingContext) -> None:
         """Called once by the trainer before training; methods that need a context override it."""
 
     def wrap_model(self, model: MultiTaskModel) -> MultiTaskModel:
@@ -163,10 +163,10 @@ class Method:
     ) -> StepResult:
         """Fill ``.grad`` of the shared and task parameters from the per-task ``losses`` (T,)."""
 
-    def after_step(self, recompute_losses: Callable[[], Tensor] | None = None) -> None:  # noqa: B027
+    def after_step(self, recompute_losses: Callable[[], Tensor] | None = None) -> None:
         """Called after the optimizer step; ``recompute_losses`` gives the losses on the same batch."""
 
-    def end_epoch(self, mean_losses: Tensor) -> None:  # noqa: B027
+    def end_epoch(self, mean_losses: Tensor) -> None:
         """Called with the epoch's mean training loss per task (DWA)."""
 
     def state_dict(self) -> dict[str, Any]:
@@ -189,7 +189,7 @@ class Method:
         """Non-module state to checkpoint (e.g. a solver's warm start); override with load_extra_state."""
         return {}
 
-    def load_extra_state(self, state: Mapping[str, Any]) -> None:  # noqa: B027
+    def load_extra_state(self, state: Mapping[str, Any]) -> None:
         pass
 
 

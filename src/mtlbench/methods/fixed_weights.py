@@ -27,8 +27,11 @@ class FixedWeights(LossWeightingMethod):
     head_gradient = HeadGradient.WEIGHTED
     hyperparameters = (
         Hyperparameter(
-            "weights", None, "constant task weights, comma-separated, non-negative (renormalised to sum T)",
-            kind="floats", low=0.0,
+            "weights",
+            None,
+            "constant task weights, comma-separated, non-negative (renormalised to sum T)",
+            kind="floats",
+            low=0.0,
         ),
     )
 
@@ -38,7 +41,9 @@ class FixedWeights(LossWeightingMethod):
         if given is None:
             given = (1.0,) * n_tasks
         if len(given) != n_tasks:
-            raise UserInputError(f"fixed_weights: weights={given!r} has {len(given)} values; {n_tasks} tasks need {n_tasks}")
+            raise UserInputError(
+                f"fixed_weights: weights={given!r} has {len(given)} values; {n_tasks} tasks need {n_tasks}"
+            )
         if sum(given) <= 0:
             raise UserInputError(f"fixed_weights: weights={given!r} must have a positive sum")
         values = torch.tensor(given, dtype=torch.float32)

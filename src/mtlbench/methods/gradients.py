@@ -14,9 +14,9 @@ from torch import Tensor
 
 def flatten(tensors: Sequence[Tensor | None], like: Sequence[Tensor]) -> Tensor:
     """Concatenate gradients into one vector, with zeros where a gradient is ``None``."""
-    return torch.cat([
-        (g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(tensors, like, strict=True)
-    ])
+    return torch.cat(
+        [(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(tensors, like, strict=True)]
+    )
 
 
 def unflatten(vector: Tensor, like: Sequence[Tensor]) -> list[Tensor]:

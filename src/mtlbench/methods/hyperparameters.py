@@ -98,9 +98,7 @@ class Hyperparameter:
         for number in values:
             if self.low is not None and (number < self.low or (number == self.low and not self.low_inclusive)):
                 return False
-            if self.high is not None and (
-                number > self.high or (number == self.high and not self.high_inclusive)
-            ):
+            if self.high is not None and (number > self.high or (number == self.high and not self.high_inclusive)):
                 return False
         return True
 
@@ -115,6 +113,5 @@ def validate_hyperparameters(
             names = list(by_name) or ["(this method has no hyperparameters)"]
             raise unknown(f"hyperparameter of {method}", key, names)
     return {
-        name: spec.validate(values[name], method) if name in values else spec.default
-        for name, spec in by_name.items()
+        name: spec.validate(values[name], method) if name in values else spec.default for name, spec in by_name.items()
     }

@@ -50,8 +50,7 @@ class MeanMetrics:
 
     def compute(self) -> dict[str, float]:
         return {
-            name: self._sums[name] / self._counts[name] if self._counts[name] else math.nan
-            for name in self._functions
+            name: self._sums[name] / self._counts[name] if self._counts[name] else math.nan for name in self._functions
         }
 
 
