@@ -1,0 +1,224 @@
+"""``mtlbench train``, ``mtlbench reference`` and ``mtlbench evaluate``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+
+from mtlbench.cli.app import app
+from mtlbench.cli.common import (
+    EpochProgress,
+    checkpoint_root,
+    coerce_option,
+    console,
+    fmt,
+    parse_assignments,
+    results_path,
+)
+from mtlbench.errors import MissingDataError, UserInputError
+from mtlbench.training.config import RunConfig
+
+ProblemOpt = Annotated[str, typer.Option("--problem", "-p", help="Problem name (see `mtlbench problems`).")]
+TasksOpt = Annotated[str, typer.Option("--tasks", "-t", help="Tasks joined by '_', e.g. CL_RR, or 'all'.")]
+LrOpt = Annotated[float | None, typer.Option(help="Learning rate (default: the problem's).")]
+DropoutOpt = Annotated[float | None, typer.Option(help="Dropout rate in [0, 1) (default: the problem's).")]
+WdOpt = Annotated[float | None, typer.Option("--weight-decay", help="Coupled L2 weight decay (Adam).")]
+EpochsOpt = Annotated[int | None, typer.Option(help="Epochs (default: the problem's).")]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Batch size (default: the problem's).")]
+DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA if available), cpu, cuda or cuda:N.")]
+TrainSizeOpt = Annotated[
+    int | None, typer.Option("--train-size", help="Train on the first N training examples (quick runs).")
+]
+OptionOpt = Annotated[
+    list[str] | None, typer.Option("--option", "-o", help="Problem option name=value (repeatable).")
+]
+ResultsOpt = Annotated[
+    Path | None, typer.Option("--results", help="Results database (default: $MTLBENCH_RESULTS or ./mtlbench-results).")
+]
+OptimizerOpt = Annotated[str | None, typer.Option(help="adam (coupled L2, default), adamw or sgd (momentum 0.9).")]
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option(help="exponential, plateau (ReduceLROnPlateau on --plateau-monitor), step or none."),
+]
+ThreadsOpt = Annotated[int | None, typer.Option(help="torch CPU threads (part of the run's record).")]
+ProgressOpt = Annotated[bool | None, typer.Option("--progress/--no-progress", help="Live progress bar.")]
+
+
+def _problem_options(options: list[str] | None, train_size: int | None) -> dict:
+    values = {key: coerce_option(value) for key, value in parse_assignments(options, "--option").items()}
+    if train_size is not None:
+        if train_size < 1:
+            raise UserInputError(f"--train-size={train_size} must be >= 1")
+        values["train_size"] = train_size
+    return values
+
+
+@app.command()
+def train(
+    problem: ProblemOpt,
+    tasks: TasksOpt,
+    method: Annotated[str, typer.Option("--method", "-m", help="Method name (see `mtlbench methods`).")] = "unit_scal",
+    lr: LrOpt = None,
+    dropout: DropoutOpt = None,
+    weight_decay: WdOpt = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchOpt = None,
+    seed: Annotated[int, typer.Option(help="Random seed (model init, data order, method randomness).")] = 0,
+    device: DeviceOpt = "auto",
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", "-s", help="Method hyperparameter name=value (repeatable).")
+    ] = None,
+    train_size: TrainSizeOpt = None,
+    option: OptionOpt = None,
+    optimizer: OptimizerOpt = None,
+    scheduler: SchedulerOpt = None,
+    plateau_monitor: Annotated[str, typer.Option(help="train_loss (Gama's code) or val_loss (nash-mtl).")] = (
+        "train_loss"
+    ),
+    threads: ThreadsOpt = None,
+    results: ResultsOpt = None,
+    no_reference: Annotated[
+        bool, typer.Option("--no-reference", help="Train without a single-task reference (select by val loss).")
+    ] = False,
+    progress: ProgressOpt = None,
+) -> None:
+    """Train one multi-task run and store it (resumes from its last checkpoint if interrupted)."""
+    from mtlbench.store.results import ResultsStore
+    from mtlbench.training.trainer import Trainer
+
+    config = RunConfig(
+        problem=problem,
+        tasks=tasks,
+        method=method,
+        method_params=parse_assignments(set_, "--set"),
+        problem_options=_problem_options(option, train_size),
+        lr=lr,
+        dropout=dropout,
+        weight_decay=weight_decay,
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        plateau_monitor=plateau_monitor,
+        seed=seed,
+        device=device,
+        threads=threads,
+    )
+    path = results_path(results)
+    store = ResultsStore(path)
+    trainer = Trainer(
+        config,
+        store=store,
+        checkpoint_root=checkpoint_root(path),
+        require_reference=not no_reference,
+        progress=EpochProgress(method, progress),
+    )
+    result = trainer.run()
+    if result.status != "completed":
+        console.print(f"[red]run {result.run_id} failed:[/red] {result.error}")
+        raise typer.Exit(1)
+    print(
+        f"run {result.run_id}: {method} on {config.problem} {'_'.join(trainer.config.tasks)} completed; "
+        f"best epoch {result.best_epoch}, val Δm {fmt(result.val_delta_m, 3)}%, test Δm {fmt(result.test_delta_m, 3)}%"
+    )
+    print(json.dumps({"test_metrics": result.test_metrics}, indent=None))
+
+
+@app.command()
+def reference(
+    problem: ProblemOpt,
+    tasks: TasksOpt,
+    seeds: Annotated[int, typer.Option(help="Reference seeds (1..N); the reference is their mean.")] = 3,
+    lr: LrOpt = None,
+    dropout: DropoutOpt = None,
+    weight_decay: WdOpt = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchOpt = None,
+    device: DeviceOpt = "auto",
+    train_size: TrainSizeOpt = None,
+    option: OptionOpt = None,
+    optimizer: OptimizerOpt = None,
+    scheduler: SchedulerOpt = None,
+    threads: ThreadsOpt = None,
+    results: ResultsOpt = None,
+    progress: ProgressOpt = None,
+) -> None:
+    """Train the single-task references of each task and store their mean metrics (per split)."""
+    from mtlbench.store.results import ResultsStore
+    from mtlbench.training.references import train_references
+
+    if seeds < 1:
+        raise UserInputError(f"--seeds={seeds} must be >= 1")
+    base = RunConfig(
+        problem=problem,
+        tasks=tasks,
+        problem_options=_problem_options(option, train_size),
+        lr=lr,
+        dropout=dropout,
+        weight_decay=weight_decay,
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        device=device,
+        threads=threads,
+    )
+    path = results_path(results)
+    store = ResultsStore(path)
+    refs = train_references(
+        base,
+        seeds=list(range(1, seeds + 1)),
+        store=store,
+        checkpoint_root=checkpoint_root(path),
+        progress=EpochProgress("reference", progress),
+        announce=lambda c: console.print(f"reference: {c.problem} {c.tasks[0]} seed {c.seed}", highlight=False),
+    )
+    for task, metrics in refs["test"].items():
+        shown = ", ".join(f"{name}={value:.4g}" for name, value in metrics.items())
+        print(f"reference {problem} {task} (test, mean of {seeds} seeds): {shown}")
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="A best.pt or last.pt checkpoint written by the trainer.")],
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
+    device: DeviceOpt = "auto",
+    results: ResultsOpt = None,
+) -> None:
+    """Re-evaluate a checkpoint on a split (Delta_m too when the store has its reference)."""
+    from mtlbench.metrics import delta_m
+    from mtlbench.methods import create
+    from mtlbench.problems import create_problem
+    from mtlbench.store.results import ResultsStore
+    from mtlbench.training.config import resolve_device
+    from mtlbench.training.evaluation import evaluate as evaluate_model
+    from mtlbench.training.evaluation import metric_directions
+
+    if not checkpoint.exists():
+        raise MissingDataError(f"checkpoint {checkpoint} does not exist")
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if not isinstance(saved, dict) or "config" not in saved or "model" not in saved:
+        raise UserInputError(f"{checkpoint} is not an mtlbench checkpoint")
+    config = RunConfig.from_dict(saved["config"])
+    target = resolve_device(device)
+    problem_ = create_problem(config.problem, config.tasks, **config.problem_options)
+    if split not in problem_.splits:
+        raise UserInputError(f"split={split!r}; choose one of: {', '.join(problem_.splits)}")
+    problem_.prepare()
+    model = problem_.build_model(dropout=config.dropout)
+    method = create(config.method, n_tasks=len(problem_.tasks), **config.method_params)
+    model = method.wrap_model(model)
+    model.load_state_dict(saved["model"])
+    model.to(target)
+    metrics, losses = evaluate_model(model, problem_, split, batch_size=config.eval_batch_size or 256, device=target)
+    output = {"checkpoint": str(checkpoint), "epoch": saved.get("epoch"), "split": split, "metrics": metrics}
+    path = results_path(results)
+    if path.exists() and config.kind == "multi_task":
+        ref = ResultsStore(path).reference(problem_.reference_config(), problem_.task_names, split)
+        if ref is not None:
+            output["delta_m"] = delta_m(metrics, ref, metric_directions(problem_))
+    print(json.dumps(output, indent=2))

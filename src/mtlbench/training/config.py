@@ -1,0 +1,130 @@
+"""One run's configuration: (problem, tasks, method, hyperparameters, seed), validated with one-line errors."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from mtlbench.errors import UserInputError
+from mtlbench.methods import get as get_method
+from mtlbench.problems import PROBLEMS
+from mtlbench.problems.base import parse_task_names
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("exponential", "plateau", "step", "none")
+RUN_KINDS = ("multi_task", "reference")
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run. ``None`` fields take the problem's defaults in :meth:`resolved`.
+
+    ``scheduler`` 'exponential' is ExponentialLR(gamma) stepped each epoch; 'plateau' is
+    ReduceLROnPlateau(factor=scheduler_gamma, patience 5, min_lr 1e-5) monitoring
+    ``plateau_monitor`` ('train_loss': the summed training loss, as Gama's code; 'val_loss': the summed
+    validation loss, as nash-mtl); 'step' is StepLR(step_size, gamma); 'none' keeps the lr constant.
+    """
+
+    problem: str
+    tasks: list[str]
+    method: str = "unit_scal"
+    method_params: dict[str, Any] = field(default_factory=dict)
+    problem_options: dict[str, Any] = field(default_factory=dict)
+    lr: float | None = None
+    dropout: float | None = None
+    weight_decay: float | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    optimizer: str | None = None
+    momentum: float = 0.9
+    scheduler: str | None = None
+    scheduler_gamma: float | None = None
+    step_size: int = 30
+    plateau_monitor: str = "train_loss"
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    kind: str = "multi_task"
+    eval_batch_size: int | None = None
+
+    def resolved(self) -> RunConfig:
+        """A copy with the problem's defaults filled in, the device and threads fixed, and all values checked."""
+        problem_cls = PROBLEMS[self.problem]
+        defaults = problem_cls.defaults
+        tasks = parse_task_names(
+            self.tasks if isinstance(self.tasks, str) else list(self.tasks),
+            list(problem_cls.available_tasks()),
+            self.problem,
+        )
+        method_cls = get_method(self.method)
+        if len(tasks) < method_cls.min_tasks:
+            raise UserInputError(f"{self.method} needs at least {method_cls.min_tasks} tasks; got {'_'.join(tasks)}")
+        params = method_cls.validate(self.method_params)
+        config = dataclasses.replace(
+            self,
+            tasks=tasks,
+            method_params=params,
+            lr=defaults.lr if self.lr is None else self.lr,
+            dropout=defaults.dropout if self.dropout is None else self.dropout,
+            weight_decay=defaults.weight_decay if self.weight_decay is None else self.weight_decay,
+            epochs=defaults.epochs if self.epochs is None else self.epochs,
+            batch_size=defaults.batch_size if self.batch_size is None else self.batch_size,
+            optimizer=defaults.optimizer if self.optimizer is None else self.optimizer,
+            scheduler=defaults.scheduler if self.scheduler is None else self.scheduler,
+            scheduler_gamma=defaults.scheduler_gamma if self.scheduler_gamma is None else self.scheduler_gamma,
+            device=str(resolve_device(self.device)),
+            threads=torch.get_num_threads() if self.threads is None else self.threads,
+        )
+        config.eval_batch_size = config.eval_batch_size or max(config.batch_size, 256)
+        config._check()
+        return config
+
+    def _check(self) -> None:
+        checks = [
+            (self.lr > 0, f"lr={self.lr!r} must be > 0"),
+            (0 <= self.dropout < 1, f"dropout={self.dropout!r} must be in [0, 1)"),
+            (self.weight_decay >= 0, f"weight_decay={self.weight_decay!r} must be >= 0"),
+            (self.epochs >= 1, f"epochs={self.epochs!r} must be >= 1"),
+            (self.batch_size >= 1, f"batch_size={self.batch_size!r} must be >= 1"),
+            (self.optimizer in OPTIMIZERS, f"optimizer={self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"),
+            (self.scheduler in SCHEDULERS, f"scheduler={self.scheduler!r}; choose one of: {', '.join(SCHEDULERS)}"),
+            (0 < self.scheduler_gamma <= 1, f"scheduler_gamma={self.scheduler_gamma!r} must be in (0, 1]"),
+            (0 <= self.momentum < 1, f"momentum={self.momentum!r} must be in [0, 1)"),
+            (self.seed >= 0, f"seed={self.seed!r} must be >= 0"),
+            (self.threads >= 1, f"threads={self.threads!r} must be >= 1"),
+            (self.kind in RUN_KINDS, f"kind={self.kind!r}; choose one of: {', '.join(RUN_KINDS)}"),
+            (
+                self.plateau_monitor in ("train_loss", "val_loss"),
+                f"plateau_monitor={self.plateau_monitor!r}; choose one of: train_loss, val_loss",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserInputError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["tasks"] = list(self.tasks)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; anything else must be a valid torch device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise UserInputError(f"device={device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise UserInputError(f"device={device!r} but CUDA is not available here; use --device auto or cpu")
+    return resolved

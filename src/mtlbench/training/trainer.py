@@ -1,0 +1,480 @@
+"""The training engine: one run = (problem, tasks, method, hyperparameters, seed).
+
+Per epoch it records the training loss per task, validation metrics, validation Delta_m against the
+single-task reference, the mean task weights and the time. A multi-task run is evaluated on test at
+the epoch with the best validation Delta_m; a single-task reference run selects an epoch per metric
+(000 section 3). Checkpoints (``last.pt`` every epoch, ``best*.pt`` on improvement) are written
+atomically; a run killed mid-training resumes from ``last.pt`` with identical numbers (same seed,
+device and thread count). A loss that becomes NaN or infinite, or a numerical failure of a method,
+makes the run *failed* with its reason; nothing else stored is touched.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mtlbench.errors import MissingDataError, MtlbenchError, RunFailedError, UserInputError
+from mtlbench.methods import Method, TrainingContext, create
+from mtlbench.metrics import delta_m
+from mtlbench.models.base import MultiTaskModel
+from mtlbench.problems import create_problem
+from mtlbench.problems.base import Problem
+from mtlbench.training import provenance
+from mtlbench.training.config import RunConfig
+from mtlbench.training.evaluation import Metrics, evaluate, metric_directions
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class RunResult:
+    """The outcome of a run (also stored in the results store)."""
+
+    config: RunConfig
+    status: str
+    run_id: int | None = None
+    best_epoch: int | None = None
+    val_delta_m: float | None = None
+    test_delta_m: float | None = None
+    test_metrics: Metrics = field(default_factory=dict)
+    #: reference runs: task -> metric -> {"epoch", "val", "test"}
+    selected: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """Save with ``torch.save`` to a temporary file, then rename over ``path`` (never a partial file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        torch.save(obj, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def build_optimizer(config: RunConfig, parameters: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """Adam with coupled L2 weight decay (as the reference code); AdamW and SGD with momentum as options."""
+    if config.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def build_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer) -> Any:
+    if config.scheduler == "exponential":
+        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.scheduler_gamma)
+    if config.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=config.scheduler_gamma, patience=5, min_lr=1e-5
+        )
+    if config.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.scheduler_gamma)
+    return None
+
+
+class Trainer:
+    """Trains one run. ``store`` (a :class:`mtlbench.store.ResultsStore`) records it; checkpoints go to
+    ``checkpoint_root / <config hash>``. ``require_reference`` (multi-task runs) makes a missing
+    single-task reference an error; without it the epoch with the lowest summed validation loss is
+    selected and Delta_m is not computed."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        *,
+        store: Any | None = None,
+        checkpoint_root: Path | str | None = None,
+        require_reference: bool = True,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+        # progress receives events: {"event": "epoch_start"|"step"|"epoch_end", ...}
+    ) -> None:
+        self.config = config.resolved()
+        self.store = store
+        self.checkpoint_root = Path(checkpoint_root) if checkpoint_root is not None else None
+        self.require_reference = require_reference
+        self.progress = progress
+        self.device = torch.device(self.config.device)
+
+    # --- set-up --------------------------------------------------------------------------------
+    def config_hash(self) -> str:
+        from mtlbench.store.results import config_hash
+
+        return config_hash(self.config.to_dict())
+
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        return None if self.checkpoint_root is None else self.checkpoint_root / self.config_hash()
+
+    def _references(self, problem: Problem) -> dict[str, Metrics | None]:
+        if self.config.kind == "reference":
+            return {"val": None, "test": None}
+        refs: dict[str, Metrics | None] = {"val": None, "test": None}
+        if self.store is not None:
+            key = problem.reference_config()
+            refs = {split: self.store.reference(key, problem.task_names, split) for split in refs}
+        if refs["val"] is None and self.require_reference:
+            options = " ".join(f"--option {k}={v}" for k, v in problem.option_values.items() if v is not None)
+            raise MissingDataError(
+                f"no single-task reference for {problem.name} tasks {'_'.join(problem.task_names)}"
+                + (f" ({options})" if options else "")
+                + f"; create it with `mtlbench reference --problem {problem.name} "
+                f"--tasks {'_'.join(problem.task_names)}{' ' + options if options else ''}`"
+            )
+        return refs
+
+    def _build(self, problem: Problem) -> tuple[MultiTaskModel, Method, torch.optim.Optimizer, Any]:
+        config = self.config
+        torch.manual_seed(config.seed)
+        model = problem.build_model(dropout=config.dropout)
+        method = create(
+            config.method,
+            n_tasks=len(problem.tasks),
+            generator=torch.Generator().manual_seed(config.seed + 10_007),
+            **config.method_params,
+        )
+        model = method.wrap_model(model).to(self.device)
+        method.to(self.device)
+        parameters = [p for p in model.parameters() if p.requires_grad and not _is_adapter(model, p)]
+        optimizer = build_optimizer(config, [*parameters, *method.parameters()])
+        return model, method, optimizer, build_scheduler(config, optimizer)
+
+    # --- the run -------------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        """Train to the end (resuming from ``last.pt`` if present) and evaluate on test."""
+        config = self.config
+        torch.set_num_threads(config.threads)
+        problem = create_problem(config.problem, config.tasks, **config.problem_options)
+        problem.prepare()
+        references = self._references(problem)
+        run_id = None
+        if self.store is not None:
+            run_id = self.store.start_run(
+                config.to_dict(),
+                kind=config.kind,
+                provenance=provenance.collect(self.device, problem.data_checksums()),
+            )
+        started = time.perf_counter()
+        try:
+            result = self._train(problem, references, run_id)
+        except (RunFailedError, FloatingPointError, torch.linalg.LinAlgError, OverflowError) as error:
+            return self._failed(config, run_id, error, started)
+        except MtlbenchError:
+            raise
+        except RuntimeError as error:  # numerical failures inside a method's solver
+            return self._failed(config, run_id, error, started)
+        result.seconds = time.perf_counter() - started
+        result.run_id = run_id
+        if self.store is not None:
+            self.store.finish_run(
+                run_id,
+                test_metrics=result.test_metrics,
+                summary={
+                    "best_epoch": result.best_epoch,
+                    "val_delta_m": result.val_delta_m,
+                    "test_delta_m": result.test_delta_m,
+                    "seconds": result.seconds,
+                    "counters": result.counters,
+                    "selected": result.selected,
+                },
+            )
+        return result
+
+    def _failed(self, config: RunConfig, run_id: int | None, error: BaseException, started: float) -> RunResult:
+        message = f"{type(error).__name__}: {error}"
+        if self.store is not None and run_id is not None:
+            self.store.fail_run(run_id, message)
+        return RunResult(config, "failed", run_id=run_id, error=message, seconds=time.perf_counter() - started)
+
+    def _train(self, problem: Problem, references: dict[str, Metrics | None], run_id: int | None) -> RunResult:
+        config = self.config
+        model, method, optimizer, scheduler = self._build(problem)
+        data_generator = torch.Generator().manual_seed(config.seed)
+        directions = metric_directions(problem)
+        tasks = problem.tasks
+        is_reference = config.kind == "reference"
+
+        state: dict[str, Any] = {"epoch": 0, "history": [], "best": None, "best_per_metric": {}}
+        self._maybe_resume(state, model, method, optimizer, scheduler, data_generator)
+
+        def compute_losses(batch: Any) -> torch.Tensor:
+            batch = batch.to(self.device)
+            outputs = model(batch.inputs)
+            return torch.stack([task.loss(outputs[task.name], batch.targets[task.name]) for task in tasks])
+
+        val_batches = None
+
+        def next_validation_batch() -> Any:
+            nonlocal val_batches
+            while True:
+                if val_batches is None:
+                    val_batches = problem.batches("val", config.batch_size, shuffle=True, generator=data_generator)
+                try:
+                    return next(val_batches).to(self.device)
+                except StopIteration:
+                    val_batches = None
+
+        method.attach(
+            TrainingContext(
+                model=model,
+                optimizer=optimizer,
+                lr=config.lr,
+                weight_decay=config.weight_decay,
+                task_names=problem.task_names,
+                loss_types=[task.loss_type for task in tasks],
+                compute_losses=compute_losses,
+                next_validation_batch=next_validation_batch,
+                device=self.device,
+            )
+        )
+        shared = model.shared_parameters()
+        heads = model.task_parameters()
+        check_each_step = self.device.type == "cpu"
+
+        steps_per_epoch = math.ceil(problem.num_examples("train") / config.batch_size)
+        for epoch in range(state["epoch"], config.epochs):
+            epoch_start = time.perf_counter()
+            self._emit({"event": "epoch_start", "epoch": epoch, "epochs": config.epochs, "steps": steps_per_epoch})
+            model.train()
+            loss_sums = torch.zeros(len(tasks), device=self.device)
+            weight_sums = torch.zeros(len(tasks), device=self.device)
+            weight_steps, examples, steps = 0, 0, 0
+            info_sums: dict[str, float] = {}
+            for batch in problem.batches("train", config.batch_size, shuffle=True, generator=data_generator):
+                batch = batch.to(self.device, non_blocking=True)
+                optimizer.zero_grad(set_to_none=True)
+                features = model.encode(batch.inputs)
+                outputs = model.decode(features)
+                losses = torch.stack([task.loss(outputs[task.name], batch.targets[task.name]) for task in tasks])
+                if check_each_step and not bool(torch.isfinite(losses).all()):
+                    raise RunFailedError(_non_finite_message(losses, problem, epoch, steps))
+                result = method.backward(losses, shared, features=features, task_parameters=heads)
+                optimizer.step()
+                if method.needs_extra_forward:
+                    method.after_step(_no_grad(lambda b=batch: compute_losses(b)))
+                else:
+                    method.after_step(None)
+                loss_sums += losses.detach() * batch.size
+                examples += batch.size
+                steps += 1
+                self._emit({"event": "step", "step": steps})
+                if result.weights is not None:
+                    weight_sums += result.weights.to(self.device)
+                    weight_steps += 1
+                for key, value in result.info.items():
+                    if not key.startswith("count_"):
+                        info_sums[key] = info_sums.get(key, 0.0) + float(value)
+            if examples == 0:
+                raise UserInputError(f"{problem.name}: the training split is empty")
+            train_losses = loss_sums / examples
+            if not bool(torch.isfinite(train_losses).all()):
+                raise RunFailedError(_non_finite_message(train_losses, problem, epoch, steps))
+            method.end_epoch(train_losses.detach())
+            val_metrics, val_losses = evaluate(
+                model, problem, "val", batch_size=config.eval_batch_size, device=self.device
+            )
+            if not all(math.isfinite(v) for v in val_losses.values()):
+                raise RunFailedError(f"non-finite validation loss at epoch {epoch}: {val_losses}")
+            val_dm = delta_m(val_metrics, references["val"], directions) if references["val"] else None
+            lr_now = optimizer.param_groups[0]["lr"]
+            self._step_scheduler(scheduler, train_losses, val_losses)
+            record = {
+                "epoch": epoch,
+                "train_losses": dict(zip(problem.task_names, train_losses.tolist(), strict=True)),
+                "val_metrics": val_metrics,
+                "val_losses": val_losses,
+                "val_delta_m": val_dm,
+                "weights": (
+                    dict(zip(problem.task_names, (weight_sums / weight_steps).tolist(), strict=True))
+                    if weight_steps
+                    else None
+                ),
+                "lr": lr_now,
+                "seconds": time.perf_counter() - epoch_start,
+                "extra": {key: value / max(steps, 1) for key, value in info_sums.items()},
+            }
+            state["history"].append(record)
+            if self.store is not None:
+                self.store.add_epoch(run_id, epoch, record)
+            if is_reference:
+                self._update_per_metric(state, record, model, directions)
+            else:
+                self._update_best(state, record, model, method)
+            state["epoch"] = epoch + 1
+            self._save_last(state, model, method, optimizer, scheduler, data_generator)
+            self._emit({"event": "epoch_end", "epochs": config.epochs, **record})
+
+        return self._finish(problem, model, method, state, references, directions)
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        if self.progress is not None:
+            self.progress(event)
+
+    # --- selection -----------------------------------------------------------------------------
+    def _update_best(self, state: dict, record: dict, model: MultiTaskModel, method: Method) -> None:
+        score = record["val_delta_m"]
+        if score is None:
+            score = -sum(record["val_losses"].values())
+        best = state["best"]
+        if best is None or score > best["score"]:
+            state["best"] = {"score": score, "epoch": record["epoch"], "val_delta_m": record["val_delta_m"]}
+            model_state = _cpu_state(model)
+            state["best_model"] = model_state
+            if self.checkpoint_dir is not None:
+                atomic_torch_save(
+                    {
+                        "version": CHECKPOINT_VERSION,
+                        "config": self.config.to_dict(),
+                        "epoch": record["epoch"],
+                        "model": model_state,
+                        "method": method.state_dict(),
+                    },
+                    self.checkpoint_dir / "best.pt",
+                )
+
+    def _update_per_metric(self, state: dict, record: dict, model: MultiTaskModel, directions: dict) -> None:
+        snapshot = None
+        for task, metrics in record["val_metrics"].items():
+            for metric, value in metrics.items():
+                key = f"{task}/{metric}"
+                best = state["best_per_metric"].get(key)
+                higher = directions[task][metric]
+                if not math.isfinite(value):
+                    continue
+                if best is None or (value > best["val"] if higher else value < best["val"]):
+                    snapshot = snapshot or _cpu_state(model)
+                    state["best_per_metric"][key] = {"epoch": record["epoch"], "val": value}
+                    state.setdefault("best_models", {})[key] = snapshot
+
+    def _finish(
+        self,
+        problem: Problem,
+        model: MultiTaskModel,
+        method: Method,
+        state: dict,
+        references: dict[str, Metrics | None],
+        directions: dict,
+    ) -> RunResult:
+        config = self.config
+        result = RunResult(config, "completed", history=state["history"], counters=dict(method.counters))
+        if config.kind == "reference":
+            evaluated: dict[int, Metrics] = {}
+            for key, chosen in state["best_per_metric"].items():
+                task, metric = key.split("/", 1)
+                epoch = chosen["epoch"]
+                if epoch not in evaluated:
+                    model.load_state_dict(state["best_models"][key])
+                    evaluated[epoch], _ = evaluate(
+                        model, problem, "test", batch_size=config.eval_batch_size, device=self.device
+                    )
+                test_value = evaluated[epoch][task][metric]
+                result.selected.setdefault(task, {})[metric] = {"epoch": epoch, "val": chosen["val"], "test": test_value}
+                result.test_metrics.setdefault(task, {})[metric] = test_value
+            return result
+        best = state["best"]
+        model.load_state_dict(state["best_model"])
+        result.best_epoch = best["epoch"]
+        result.val_delta_m = best["val_delta_m"]
+        result.test_metrics, _ = evaluate(model, problem, "test", batch_size=config.eval_batch_size, device=self.device)
+        if references["test"] is not None:
+            result.test_delta_m = delta_m(result.test_metrics, references["test"], directions)
+        return result
+
+    def _step_scheduler(self, scheduler: Any, train_losses: torch.Tensor, val_losses: dict[str, float]) -> None:
+        if scheduler is None:
+            return
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            monitored = (
+                float(train_losses.sum()) if self.config.plateau_monitor == "train_loss" else sum(val_losses.values())
+            )
+            scheduler.step(monitored)
+        else:
+            scheduler.step()
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    def _save_last(self, state, model, method, optimizer, scheduler, data_generator) -> None:
+        if self.checkpoint_dir is None:
+            return
+        payload = {
+            "version": CHECKPOINT_VERSION,
+            "config": self.config.to_dict(),
+            "epoch": state["epoch"],
+            "history": state["history"],
+            "best": state["best"],
+            "best_model": state.get("best_model"),
+            "best_per_metric": state["best_per_metric"],
+            "best_models": state.get("best_models", {}),
+            "model": model.state_dict(),
+            "method": method.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": None if scheduler is None else scheduler.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "data": data_generator.get_state(),
+                "method": None if method.generator is None else method.generator.get_state(),
+            },
+        }
+        atomic_torch_save(payload, self.checkpoint_dir / "last.pt")
+
+    def _maybe_resume(self, state, model, method, optimizer, scheduler, data_generator) -> None:
+        if self.checkpoint_dir is None or not (self.checkpoint_dir / "last.pt").exists():
+            return
+        saved = torch.load(self.checkpoint_dir / "last.pt", map_location=self.device, weights_only=False)
+        if saved.get("version") != CHECKPOINT_VERSION or saved.get("config") != self.config.to_dict():
+            return
+        model.load_state_dict(saved["model"])
+        method.load_state_dict(saved["method"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None and saved["scheduler"] is not None:
+            scheduler.load_state_dict(saved["scheduler"])
+        rng = saved["rng"]
+        torch.set_rng_state(rng["torch"].cpu())
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+        data_generator.set_state(rng["data"].cpu())
+        if rng["method"] is not None and method.generator is not None:
+            method.generator.set_state(rng["method"].cpu())
+        for key in ("epoch", "history", "best", "best_model", "best_per_metric", "best_models"):
+            state[key] = saved[key]
+
+
+def _is_adapter(model: MultiTaskModel, parameter: torch.nn.Parameter) -> bool:
+    return model.adapters is not None and any(parameter is p for p in model.adapters.parameters())
+
+
+def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
+
+
+def _no_grad(function: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+    def wrapped() -> torch.Tensor:
+        with torch.no_grad():
+            return function()
+
+    return wrapped
+
+
+def _non_finite_message(losses: torch.Tensor, problem: Problem, epoch: int, step: int) -> str:
+    bad = [name for name, value in zip(problem.task_names, losses.tolist(), strict=True) if not math.isfinite(value)]
+    return f"loss became non-finite ({', '.join(bad)}) at epoch {epoch}, step {step}"
+
+
+def train(config: RunConfig, **kwargs: Any) -> RunResult:
+    """Train one run; see :class:`Trainer` for the keyword arguments."""
+    return Trainer(config, **kwargs).run()
+
+
+__all__ = ["RunResult", "Trainer", "atomic_torch_save", "train"]
