@@ -62,9 +62,9 @@ def test_gradient_method_writes_the_weighted_sum_into_grad(space, named_heads):
     method = _HalfAndDouble(2, space=space)
     features = model.encode(problem.batch.inputs)
     outputs = model.decode(features)
-    losses = torch.stack([
-        torch.nn.functional.mse_loss(outputs[n].squeeze(-1), problem.batch.targets[n]) for n in model.task_names
-    ])
+    losses = torch.stack(
+        [torch.nn.functional.mse_loss(outputs[n].squeeze(-1), problem.batch.targets[n]) for n in model.task_names]
+    )
     method.backward(
         losses,
         model.shared_parameters(),
@@ -84,8 +84,9 @@ def test_own_head_rule_gives_heads_their_plain_gradient():
     model = problem.model
     method = methods.create("sum", n_tasks=2)
     losses = problem.losses()
-    method.backward(losses * torch.tensor([3.0, 1.0]), model.shared_parameters(),
-                    task_parameters=model.task_parameters())
+    method.backward(
+        losses * torch.tensor([3.0, 1.0]), model.shared_parameters(), task_parameters=model.task_parameters()
+    )
     head0 = [p.grad.clone() for p in model.heads["t0"].parameters()]
     model.zero_grad()
     (3.0 * problem.losses()[0]).backward()

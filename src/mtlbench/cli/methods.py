@@ -22,8 +22,10 @@ def list_methods(
     if name is not None:
         cls = get(name)
         console.print(f"[bold]{cls.name}[/bold] — {cls.title}")
-        console.print(f"kind: {cls.kind.value}; heads: {cls.head_gradient.value} gradient; "
-                      f"{'stateless' if cls.stateless else 'stateful'}{'; randomized' if cls.randomized else ''}")
+        console.print(
+            f"kind: {cls.kind.value}; heads: {cls.head_gradient.value} gradient; "
+            f"{'stateless' if cls.stateless else 'stateful'}{'; randomized' if cls.randomized else ''}"
+        )
         console.print(f"citation: {cls.citation}")
         for h in cls.hyperparameters:
             console.print(f"  {h.name} = {h.default!r}  ({h.allowed()}): {h.doc}")

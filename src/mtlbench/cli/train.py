@@ -33,9 +33,7 @@ DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA if available), cpu, cud
 TrainSizeOpt = Annotated[
     int | None, typer.Option("--train-size", help="Train on the first N training examples (quick runs).")
 ]
-OptionOpt = Annotated[
-    list[str] | None, typer.Option("--option", "-o", help="Problem option name=value (repeatable).")
-]
+OptionOpt = Annotated[list[str] | None, typer.Option("--option", "-o", help="Problem option name=value (repeatable).")]
 ResultsOpt = Annotated[
     Path | None, typer.Option("--results", help="Results database (default: $MTLBENCH_RESULTS or ./mtlbench-results).")
 ]

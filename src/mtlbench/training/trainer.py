@@ -380,7 +380,11 @@ class Trainer:
                         model, problem, "test", batch_size=config.eval_batch_size, device=self.device
                     )
                 test_value = evaluated[epoch][task][metric]
-                result.selected.setdefault(task, {})[metric] = {"epoch": epoch, "val": chosen["val"], "test": test_value}
+                result.selected.setdefault(task, {})[metric] = {
+                    "epoch": epoch,
+                    "val": chosen["val"],
+                    "test": test_value,
+                }
                 result.test_metrics.setdefault(task, {})[metric] = test_value
             return result
         best = state["best"]
