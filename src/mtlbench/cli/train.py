@@ -188,8 +188,8 @@ def evaluate(
     results: ResultsOpt = None,
 ) -> None:
     """Re-evaluate a checkpoint on a split (Delta_m too when the store has its reference)."""
-    from mtlbench.metrics import delta_m
     from mtlbench.methods import create
+    from mtlbench.metrics import delta_m
     from mtlbench.problems import create_problem
     from mtlbench.store.results import ResultsStore
     from mtlbench.training.config import resolve_device
@@ -212,7 +212,7 @@ def evaluate(
     model = method.wrap_model(model)
     model.load_state_dict(saved["model"])
     model.to(target)
-    metrics, losses = evaluate_model(model, problem_, split, batch_size=config.eval_batch_size or 256, device=target)
+    metrics, _ = evaluate_model(model, problem_, split, batch_size=config.eval_batch_size or 256, device=target)
     output = {"checkpoint": str(checkpoint), "epoch": saved.get("epoch"), "split": split, "metrics": metrics}
     path = results_path(results)
     if path.exists() and config.kind == "multi_task":
