@@ -92,7 +92,7 @@ def main() -> None:
         trainer.append(trainer_epoch(config, n))
     b, t = statistics.median(bare), statistics.median(trainer)
     print(
-        f"{args.problem} {args.tasks}: {n} examples, batch {args.batch_size}, {device}, {torch.get_num_threads()} threads"
+    print(f"{args.problem} {args.tasks}: {n} examples, batch {args.batch_size}, {device}, {threads} threads")
     )
     print(f"bare PyTorch loop : {b:10.0f} samples/s (median of {args.repeats})")
     print(f"mtlbench trainer  : {t:10.0f} samples/s (median of {args.repeats})")
