@@ -91,9 +91,8 @@ def main() -> None:
         bare.append(bare_epoch(problem, config, device))
         trainer.append(trainer_epoch(config, n))
     b, t = statistics.median(bare), statistics.median(trainer)
-    print(
+    threads = torch.get_num_threads()
     print(f"{args.problem} {args.tasks}: {n} examples, batch {args.batch_size}, {device}, {threads} threads")
-    )
     print(f"bare PyTorch loop : {b:10.0f} samples/s (median of {args.repeats})")
     print(f"mtlbench trainer  : {t:10.0f} samples/s (median of {args.repeats})")
     print(f"trainer overhead  : {100 * (b / t - 1):+.1f}%  (target: at most +10%)")
