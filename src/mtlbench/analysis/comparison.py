@@ -84,4 +84,6 @@ def comparison_table(store: Any, problem: Problem, methods: list[str] | None = N
 
 
 def to_markdown(table: pd.DataFrame, *, floatfmt: str = ".4g") -> str:
-    return table.to_markdown(index=False, floatfmt=floatfmt, missingval="")
+    """A Markdown table; missing values (NaN) are left blank."""
+    shown = table.astype(object).where(table.notna(), None)
+    return shown.to_markdown(index=False, floatfmt=floatfmt, missingval="")
