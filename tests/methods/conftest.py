@@ -57,6 +57,7 @@ def train_steps(method: Method, problem: TinyProblem, steps: int = 5, lr: float 
             loss_types=["mse"] * problem.n_tasks,
             compute_losses=problem.losses,
             next_validation_batch=lambda: problem.batch,
+            current_batch=lambda: problem.batch,
         )
     )
     weights = []

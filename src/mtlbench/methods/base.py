@@ -80,6 +80,9 @@ class TrainingContext:
     compute_losses: Callable[[Batch], Tensor]
     next_validation_batch: Callable[[], Batch] | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    #: the training batch of the step in progress (Auto-Lambda's finite differences re-evaluate the
+    #: training losses on it, as its reference code does); None where the loop does not provide it
+    current_batch: Callable[[], Batch] | None = None
 
 
 class Method:

@@ -226,6 +226,7 @@ class Trainer:
                 except StopIteration:
                     val_batches = None
 
+        current: dict[str, Any] = {}
         method.attach(
             TrainingContext(
                 model=model,
@@ -236,6 +237,7 @@ class Trainer:
                 loss_types=[task.loss_type for task in tasks],
                 compute_losses=compute_losses,
                 next_validation_batch=next_validation_batch,
+                current_batch=lambda: current["batch"],
                 device=self.device,
             )
         )
@@ -253,7 +255,7 @@ class Trainer:
             weight_steps, examples, steps = 0, 0, 0
             info_sums: dict[str, float] = {}
             for batch in problem.batches("train", config.batch_size, shuffle=True, generator=data_generator):
-                batch = batch.to(self.device, non_blocking=True)
+                batch = current["batch"] = batch.to(self.device, non_blocking=True)
                 optimizer.zero_grad(set_to_none=True)
                 features = model.encode(batch.inputs)
                 outputs = model.decode(features)
