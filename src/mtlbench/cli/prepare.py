@@ -1,0 +1,64 @@
+"""``mtlbench data prepare cityscapes --raw PATH``: convert a user's licensed Cityscapes copy into the cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mtlbench.cli.app import data_app
+from mtlbench.errors import UserInputError
+
+PREPARABLE = ("cityscapes",)
+
+
+@data_app.command("prepare")
+def prepare(
+    dataset: Annotated[str, typer.Argument(help="Dataset to prepare: cityscapes.")],
+    raw: Annotated[
+        Path | None,
+        typer.Option(
+            "--raw",
+            help="Folder with leftImg8bit/, gtFine/ and disparity/ (raw Cityscapes), or MTAN's train/ and val/ arrays.",
+        ),
+    ] = None,
+    resolution: Annotated[
+        list[str] | None,
+        typer.Option("--resolution", help="WIDTHxHEIGHT to cache (repeatable; default 256x128 and 512x256)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild resolutions that are already cached.")] = False,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Processes decoding PNGs (default: up to 8).")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Only the first N images of each official split (a trial).")
+    ] = None,
+) -> None:
+    """Convert licensed data you downloaded into mtlbench's cache (arrays + checksums)."""
+    from mtlbench.data import cityscapes
+
+    if dataset not in PREPARABLE:
+        hint = (
+            " (synthetic_scenes is generated: `mtlbench data fetch synthetic_scenes`)"
+            if dataset == "synthetic_scenes"
+            else ""
+        )
+        raise UserInputError(f"cannot prepare {dataset!r}{hint}; choose one of: {', '.join(PREPARABLE)}")
+    if raw is None:
+        raise UserInputError(
+            "data prepare cityscapes needs --raw PATH: the folder with leftImg8bit/, gtFine/ and disparity/ "
+            "(or MTAN's preprocessed train/ and val/)"
+        )
+    resolutions = list(resolution) if resolution else list(cityscapes.DEFAULT_RESOLUTIONS)
+    resolutions = [cityscapes.resolution_name(*cityscapes.parse_resolution(r)) for r in resolutions]
+    if limit is not None and limit < 1:
+        raise UserInputError(f"--limit {limit} must be at least 1")
+    if workers is not None and workers < 1:
+        raise UserInputError(f"--workers {workers} must be at least 1")
+
+    def progress(message: str) -> None:
+        typer.echo(message, err=True)
+
+    summary = cityscapes.prepare(raw, resolutions, force=force, workers=workers, limit=limit, progress=progress)
+    typer.echo(summary)
