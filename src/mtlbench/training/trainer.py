@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from mtlbench.errors import MissingDataError, MtlbenchError, RunFailedError, UserInputError
-from mtlbench.methods import Method, TrainingContext, create
+from mtlbench.methods import Method, StepResult, TrainingContext, create
 from mtlbench.metrics import delta_m
 from mtlbench.models.base import MultiTaskModel
 from mtlbench.problems import create_problem
@@ -85,6 +85,83 @@ def build_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer) -> Any:
     return None
 
 
+class Session:
+    """A built run, ready to step: problem, model, method (attached to its context), optimizer.
+
+    :meth:`step` is the training step of mtlbench; the trainer's loop and the benchmarks both call it.
+    """
+
+    def __init__(self, config: RunConfig, problem: Problem, device: torch.device, data_generator: torch.Generator):
+        self.config, self.problem, self.device = config, problem, device
+        self.data_generator = data_generator
+        torch.manual_seed(config.seed)
+        model = problem.build_model(dropout=config.dropout)
+        method = create(
+            config.method,
+            n_tasks=len(problem.tasks),
+            generator=torch.Generator().manual_seed(config.seed + 10_007),
+            **config.method_params,
+        )
+        self.model = model = method.wrap_model(model).to(device)
+        self.method = method.to(device)
+        parameters = [p for p in model.parameters() if p.requires_grad and not _is_adapter(model, p)]
+        self.optimizer = build_optimizer(config, [*parameters, *method.parameters()])
+        self.scheduler = build_scheduler(config, self.optimizer)
+        self.shared = model.shared_parameters()
+        self.heads = model.task_parameters()
+        self._current: Any = None
+        self._val_batches: Any = None
+        method.attach(
+            TrainingContext(
+                model=model,
+                optimizer=self.optimizer,
+                lr=config.lr,
+                weight_decay=config.weight_decay,
+                task_names=problem.task_names,
+                loss_types=[task.loss_type for task in problem.tasks],
+                compute_losses=self.compute_losses,
+                next_validation_batch=self.next_validation_batch,
+                current_batch=lambda: self._current,
+                device=device,
+            )
+        )
+
+    def compute_losses(self, batch: Any) -> torch.Tensor:
+        """The per-task losses (T,) of the model on ``batch``."""
+        batch = batch.to(self.device)
+        outputs = self.model(batch.inputs)
+        return torch.stack([task.loss(outputs[task.name], batch.targets[task.name]) for task in self.problem.tasks])
+
+    def next_validation_batch(self) -> Any:
+        """An endless stream of shuffled validation batches (Auto-Lambda's meta step)."""
+        while True:
+            if self._val_batches is None:
+                self._val_batches = self.problem.batches(
+                    "val", self.config.batch_size, shuffle=True, generator=self.data_generator
+                )
+            try:
+                return next(self._val_batches).to(self.device)
+            except StopIteration:
+                self._val_batches = None
+
+    def step(self, batch: Any, *, check_finite: bool = False) -> tuple[torch.Tensor, StepResult]:
+        """One training step on a batch already on the device; returns the losses and the method's result."""
+        self._current = batch
+        self.optimizer.zero_grad(set_to_none=True)
+        features = self.model.encode(batch.inputs)
+        outputs = self.model.decode(features)
+        losses = torch.stack([task.loss(outputs[task.name], batch.targets[task.name]) for task in self.problem.tasks])
+        if check_finite and not bool(torch.isfinite(losses).all()):
+            raise RunFailedError(_non_finite_message(losses, self.problem))
+        result = self.method.backward(losses, self.shared, features=features, task_parameters=self.heads)
+        self.optimizer.step()
+        if self.method.needs_extra_forward:
+            self.method.after_step(_no_grad(lambda: self.compute_losses(batch)))
+        else:
+            self.method.after_step(None)
+        return losses.detach(), result
+
+
 class Trainer:
     """Trains one run. ``store`` (a :class:`mtlbench.store.ResultsStore`) records it; checkpoints go to
     ``checkpoint_root / <config hash>``. ``require_reference`` (multi-task runs) makes a missing
@@ -135,22 +212,6 @@ class Trainer:
             )
         return refs
 
-    def _build(self, problem: Problem) -> tuple[MultiTaskModel, Method, torch.optim.Optimizer, Any]:
-        config = self.config
-        torch.manual_seed(config.seed)
-        model = problem.build_model(dropout=config.dropout)
-        method = create(
-            config.method,
-            n_tasks=len(problem.tasks),
-            generator=torch.Generator().manual_seed(config.seed + 10_007),
-            **config.method_params,
-        )
-        model = method.wrap_model(model).to(self.device)
-        method.to(self.device)
-        parameters = [p for p in model.parameters() if p.requires_grad and not _is_adapter(model, p)]
-        optimizer = build_optimizer(config, [*parameters, *method.parameters()])
-        return model, method, optimizer, build_scheduler(config, optimizer)
-
     # --- the run -------------------------------------------------------------------------------
     def run(self) -> RunResult:
         """Train to the end (resuming from ``last.pt`` if present) and evaluate on test."""
@@ -200,49 +261,15 @@ class Trainer:
 
     def _train(self, problem: Problem, references: dict[str, Metrics | None], run_id: int | None) -> RunResult:
         config = self.config
-        model, method, optimizer, scheduler = self._build(problem)
         data_generator = torch.Generator().manual_seed(config.seed)
+        session = Session(config, problem, self.device, data_generator)
+        model, method, optimizer, scheduler = session.model, session.method, session.optimizer, session.scheduler
         directions = metric_directions(problem)
         tasks = problem.tasks
         is_reference = config.kind == "reference"
 
         state: dict[str, Any] = {"epoch": 0, "history": [], "best": None, "best_per_metric": {}}
         self._maybe_resume(state, model, method, optimizer, scheduler, data_generator)
-
-        def compute_losses(batch: Any) -> torch.Tensor:
-            batch = batch.to(self.device)
-            outputs = model(batch.inputs)
-            return torch.stack([task.loss(outputs[task.name], batch.targets[task.name]) for task in tasks])
-
-        val_batches = None
-
-        def next_validation_batch() -> Any:
-            nonlocal val_batches
-            while True:
-                if val_batches is None:
-                    val_batches = problem.batches("val", config.batch_size, shuffle=True, generator=data_generator)
-                try:
-                    return next(val_batches).to(self.device)
-                except StopIteration:
-                    val_batches = None
-
-        current: dict[str, Any] = {}
-        method.attach(
-            TrainingContext(
-                model=model,
-                optimizer=optimizer,
-                lr=config.lr,
-                weight_decay=config.weight_decay,
-                task_names=problem.task_names,
-                loss_types=[task.loss_type for task in tasks],
-                compute_losses=compute_losses,
-                next_validation_batch=next_validation_batch,
-                current_batch=lambda: current["batch"],
-                device=self.device,
-            )
-        )
-        shared = model.shared_parameters()
-        heads = model.task_parameters()
         check_each_step = self.device.type == "cpu"
 
         steps_per_epoch = math.ceil(problem.num_examples("train") / config.batch_size)
@@ -255,20 +282,12 @@ class Trainer:
             weight_steps, examples, steps = 0, 0, 0
             info_sums: dict[str, float] = {}
             for batch in problem.batches("train", config.batch_size, shuffle=True, generator=data_generator):
-                batch = current["batch"] = batch.to(self.device, non_blocking=True)
-                optimizer.zero_grad(set_to_none=True)
-                features = model.encode(batch.inputs)
-                outputs = model.decode(features)
-                losses = torch.stack([task.loss(outputs[task.name], batch.targets[task.name]) for task in tasks])
-                if check_each_step and not bool(torch.isfinite(losses).all()):
-                    raise RunFailedError(_non_finite_message(losses, problem, epoch, steps))
-                result = method.backward(losses, shared, features=features, task_parameters=heads)
-                optimizer.step()
-                if method.needs_extra_forward:
-                    method.after_step(_no_grad(lambda b=batch: compute_losses(b)))
-                else:
-                    method.after_step(None)
-                loss_sums += losses.detach() * batch.size
+                batch = batch.to(self.device, non_blocking=True)
+                try:
+                    losses, result = session.step(batch, check_finite=check_each_step)
+                except RunFailedError as error:
+                    raise RunFailedError(f"{error} at epoch {epoch}, step {steps}") from None
+                loss_sums += losses * batch.size
                 examples += batch.size
                 steps += 1
                 self._emit({"event": "step", "step": steps})
@@ -282,7 +301,7 @@ class Trainer:
                 raise UserInputError(f"{problem.name}: the training split is empty")
             train_losses = loss_sums / examples
             if not bool(torch.isfinite(train_losses).all()):
-                raise RunFailedError(_non_finite_message(train_losses, problem, epoch, steps))
+                raise RunFailedError(f"{_non_finite_message(train_losses, problem)} in epoch {epoch}")
             method.end_epoch(train_losses.detach())
             val_metrics, val_losses = evaluate(
                 model, problem, "val", batch_size=config.eval_batch_size, device=self.device
@@ -473,9 +492,9 @@ def _no_grad(function: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]
     return wrapped
 
 
-def _non_finite_message(losses: torch.Tensor, problem: Problem, epoch: int, step: int) -> str:
+def _non_finite_message(losses: torch.Tensor, problem: Problem) -> str:
     bad = [name for name, value in zip(problem.task_names, losses.tolist(), strict=True) if not math.isfinite(value)]
-    return f"loss became non-finite ({', '.join(bad)}) at epoch {epoch}, step {step}"
+    return f"loss became non-finite ({', '.join(bad)})"
 
 
 def train(config: RunConfig, **kwargs: Any) -> RunResult:
@@ -483,4 +502,4 @@ def train(config: RunConfig, **kwargs: Any) -> RunResult:
     return Trainer(config, **kwargs).run()
 
 
-__all__ = ["RunResult", "Trainer", "atomic_torch_save", "train"]
+__all__ = ["RunResult", "Session", "Trainer", "atomic_torch_save", "train"]
