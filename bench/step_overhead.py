@@ -1,0 +1,135 @@
+"""Time per training step of every method relative to Unit. Scal., and the share spent in its solver.
+
+Two settings, measured side by side in one run: Multi-MNIST CL_RR (T=2, LeNet) and the synthetic
+regression problem with T=11 tasks. Each method is stepped with mtlbench's own training step
+(``Session.step``) on the same pre-loaded batches; methods are interleaved in ``--rounds`` rounds
+and the median step time is reported. "solver" is the median share of a step spent in the method's
+``combine`` (gradient methods: the Gram matrix and its small solver), measured in the same steps.
+
+    python bench/step_overhead.py --steps 20 --rounds 3
+    python bench/step_overhead.py --methods unit_scal,cagrad,nash_mtl --settings synthetic
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections import defaultdict
+
+import torch
+
+from mtlbench.methods import METHODS, GradientMethod
+from mtlbench.problems import create_problem
+from mtlbench.training import RunConfig
+from mtlbench.training.config import resolve_device
+from mtlbench.training.trainer import Session
+
+SETTINGS = {
+    "multi_mnist": dict(problem="multi_mnist", tasks="CL_RR", options={"train_size": 4096}, batch_size=256),
+    "synthetic": dict(
+        problem="synthetic",
+        tasks="_".join(f"T{i}" for i in range(11)),
+        options={"train_size": 4096, "hidden": 256},
+        batch_size=256,
+    ),
+}
+#: settings a method needs to run with defaults on these problems
+METHOD_SETTINGS = {"fixed_weights": lambda n: {"weights": ",".join(["1"] * n)}}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_method(setting: dict, method: str, steps: int, device: torch.device) -> tuple[list[float], list[float]]:
+    problem = create_problem(setting["problem"], setting["tasks"], **setting["options"])
+    problem.prepare()
+    extra = METHOD_SETTINGS.get(method, lambda n: {})(len(problem.tasks))
+    config = RunConfig(
+        problem=setting["problem"],
+        tasks=setting["tasks"],
+        method=method,
+        method_params=extra,
+        problem_options=setting["options"],
+        batch_size=setting["batch_size"],
+        lr=1e-3,
+        dropout=0.0,
+        epochs=1,
+        device=str(device),
+    ).resolved()
+    generator = torch.Generator().manual_seed(0)
+    session = Session(config, problem, device, generator)
+    solver_seconds = [0.0]
+    if isinstance(session.method, GradientMethod):
+        combine = session.method.combine
+
+        def timed_combine(*args, **kwargs):
+            _sync(device)
+            start = time.perf_counter()
+            out = combine(*args, **kwargs)
+            _sync(device)
+            solver_seconds[0] += time.perf_counter() - start
+            return out
+
+        session.method.combine = timed_combine
+    batches = []
+    for batch in problem.batches("train", config.batch_size, shuffle=True, generator=generator):
+        batches.append(batch.to(device))
+        if len(batches) == steps + 2:
+            break
+    step_times, solver_shares = [], []
+    for index, batch in enumerate(batches):
+        solver_seconds[0] = 0.0
+        _sync(device)
+        start = time.perf_counter()
+        session.step(batch)
+        _sync(device)
+        elapsed = time.perf_counter() - start
+        if index >= 2:  # warm-up
+            step_times.append(elapsed)
+            solver_shares.append(solver_seconds[0] / elapsed)
+    return step_times, solver_shares
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", default="all", help="'all' or names joined by commas")
+    parser.add_argument("--settings", default="multi_mnist,synthetic")
+    parser.add_argument("--steps", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    names = [m for m in METHODS.names() if m != "sum"] if args.methods == "all" else args.methods.split(",")
+    if "unit_scal" not in names:
+        names.insert(0, "unit_scal")
+    for setting_name in args.settings.split(","):
+        setting = SETTINGS[setting_name]
+        times: dict[str, list[float]] = defaultdict(list)
+        shares: dict[str, list[float]] = defaultdict(list)
+        for _ in range(args.rounds):
+            for name in names:
+                step_times, solver_shares = time_method(setting, name, args.steps, device)
+                times[name] += step_times
+                shares[name] += solver_shares
+        base = statistics.median(times["unit_scal"])
+        n_tasks = len(setting["tasks"].split("_"))
+        print(
+            f"\n## {setting['problem']} {setting['tasks'] if n_tasks < 4 else f'T={n_tasks}'} "
+            f"(batch {setting['batch_size']}, {device}, {torch.get_num_threads()} threads, "
+            f"{args.rounds} rounds x {args.steps} steps)\n"
+        )
+        print("| method | kind | ms/step | × Unit. Scal. | solver share |")
+        print("|---|---|---:|---:|---:|")
+        for name in sorted(names, key=lambda n: statistics.median(times[n])):
+            median = statistics.median(times[name])
+            share = statistics.median(shares[name])
+            kind = METHODS[name].kind.value
+            shown = f"{100 * share:.1f}%" if issubclass(METHODS[name], GradientMethod) else "-"
+            print(f"| {name} | {kind} | {1000 * median:.1f} | {median / base:.2f} | {shown} |")
+
+
+if __name__ == "__main__":
+    main()
