@@ -1,8 +1,9 @@
 """``mtlbench demo``: the main job, end to end on a laptop in minutes.
 
 Fetch MNIST, train the single-task references of CL and RR and the methods on Multi-MNIST CL_RR
-(reduced data and epochs, stated in the output), then print a Delta_m / mean-rank table and write it
-as Markdown next to the results store. Completed runs in the store are reused.
+(reduced data and epochs, stated in the output), then print a Delta_m / mean-rank table, write it
+as Markdown next to the results store, and end with the HTML report of ``mtlbench report``.
+Completed runs in the store are reused.
 """
 
 from __future__ import annotations
@@ -118,6 +119,10 @@ def demo(
     tmp.write_text(header + markdown + "\n")
     tmp.replace(report)
     print(markdown)
-    console.print(f"\ntable written to {report}; results in {path} ({time.perf_counter() - started:.0f}s)")
+    from mtlbench.analysis.report import write_report
+
+    html = write_report(store, problem, path.parent / "demo-report")
+    console.print(f"\ntable written to {report}; report in {html}; results in {path}", highlight=False)
+    console.print(f"demo finished in {time.perf_counter() - started:.0f}s", highlight=False)
     if failed:
         console.print(f"[red]{len(failed)} run(s) failed: {', '.join(failed)}[/red]")

@@ -351,7 +351,7 @@ def plot_toy(result: ToyResult, path: str | Path, *, extent: float = 11.0, grid:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:  # pragma: no cover - depends on the environment
-        raise UserInputError("plotting needs matplotlib: pip install 'mtlbench[plots]'") from None
+        raise UserInputError("plotting needs matplotlib: pip install matplotlib") from None
     if result.trajectories is None:
         raise UserInputError("this toy run recorded no trajectory (record_every=None); run it again with one")
     path = Path(path)

@@ -50,6 +50,8 @@ class RunConfig:
     threads: int | None = None
     kind: str = "multi_task"
     eval_batch_size: int | None = None
+    #: record gradient diagnostics every N steps of an epoch (0 = off); see mtlbench.training.diagnostics
+    grad_metrics_every: int = 0
 
     def resolved(self) -> RunConfig:
         """A copy with the problem's defaults filled in, the device and threads fixed, and all values checked."""
@@ -97,6 +99,7 @@ class RunConfig:
             (self.seed >= 0, f"seed={self.seed!r} must be >= 0"),
             (self.threads >= 1, f"threads={self.threads!r} must be >= 1"),
             (self.kind in RUN_KINDS, f"kind={self.kind!r}; choose one of: {', '.join(RUN_KINDS)}"),
+            (self.grad_metrics_every >= 0, f"grad_metrics_every={self.grad_metrics_every!r} must be >= 0 (0 = off)"),
             (
                 self.plateau_monitor in ("train_loss", "val_loss"),
                 f"plateau_monitor={self.plateau_monitor!r}; choose one of: train_loss, val_loss",
@@ -107,8 +110,12 @@ class RunConfig:
                 raise UserInputError(message)
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as plain data (hashed by the store); ``grad_metrics_every`` appears only when on,
+        so that runs without diagnostics keep the hashes they had before the field existed."""
         data = dataclasses.asdict(self)
         data["tasks"] = list(self.tasks)
+        if not data["grad_metrics_every"]:
+            del data["grad_metrics_every"]
         return data
 
     @classmethod

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from mtlbench.problems import create_problem
 from mtlbench.problems.base import Problem
 from mtlbench.training import provenance
 from mtlbench.training.config import RunConfig
+from mtlbench.training.diagnostics import GradientDiagnostics
 from mtlbench.training.evaluation import Metrics, evaluate, metric_directions
 
 CHECKPOINT_VERSION = 1
@@ -111,6 +113,8 @@ class Session:
         self.heads = model.task_parameters()
         self._current: Any = None
         self._val_batches: Any = None
+        #: gradient diagnostics (``config.grad_metrics_every`` > 0), observed before each step's backward
+        self.diagnostics = GradientDiagnostics(config.grad_metrics_every) if config.grad_metrics_every else None
         method.attach(
             TrainingContext(
                 model=model,
@@ -153,6 +157,8 @@ class Session:
         losses = torch.stack([task.loss(outputs[task.name], batch.targets[task.name]) for task in self.problem.tasks])
         if check_finite and not bool(torch.isfinite(losses).all()):
             raise RunFailedError(_non_finite_message(losses, self.problem))
+        if self.diagnostics is not None:
+            self.diagnostics.observe(losses, outputs, batch, self.problem.tasks, self.shared)
         result = self.method.backward(losses, self.shared, features=features, task_parameters=self.heads)
         self.optimizer.step()
         if self.method.needs_extra_forward:
@@ -281,6 +287,10 @@ class Trainer:
             weight_sums = torch.zeros(len(tasks), device=self.device)
             weight_steps, examples, steps = 0, 0, 0
             info_sums: dict[str, float] = {}
+            if session.diagnostics is not None:
+                session.diagnostics.start_epoch()
+            if self.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(self.device)
             for batch in problem.batches("train", config.batch_size, shuffle=True, generator=data_generator):
                 batch = batch.to(self.device, non_blocking=True)
                 try:
@@ -299,6 +309,9 @@ class Trainer:
                         info_sums[key] = info_sums.get(key, 0.0) + float(value)
             if examples == 0:
                 raise UserInputError(f"{problem.name}: the training split is empty")
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            train_seconds = time.perf_counter() - epoch_start
             train_losses = loss_sums / examples
             if not bool(torch.isfinite(train_losses).all()):
                 raise RunFailedError(f"{_non_finite_message(train_losses, problem)} in epoch {epoch}")
@@ -325,7 +338,12 @@ class Trainer:
                 "lr": lr_now,
                 "seconds": time.perf_counter() - epoch_start,
                 "extra": {key: value / max(steps, 1) for key, value in info_sums.items()},
+                "train_seconds": train_seconds,
+                "steps": steps,
+                "memory": _peak_memory(self.device),
             }
+            if session.diagnostics is not None:
+                record["extra"]["grad"] = session.diagnostics.summary()
             state["history"].append(record)
             if self.store is not None:
                 self.store.add_epoch(run_id, epoch, record)
@@ -474,6 +492,19 @@ class Trainer:
             method.generator.set_state(rng["method"].cpu())
         for key in ("epoch", "history", "best", "best_model", "best_per_metric", "best_models"):
             state[key] = saved[key]
+
+
+def _peak_memory(device: torch.device) -> dict[str, Any]:
+    """Peak memory of the epoch: CUDA allocated (reset each epoch), else the process's peak RSS so far."""
+    if device.type == "cuda":
+        return {"peak_mb": torch.cuda.max_memory_allocated(device) / 2**20, "kind": "cuda_allocated"}
+    try:
+        import resource
+
+        scale = 2**20 if sys.platform == "darwin" else 2**10  # ru_maxrss: bytes on macOS, KiB on Linux
+        return {"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, "kind": "process_rss"}
+    except (ImportError, OSError):  # not on Linux/macOS
+        return {"peak_mb": None, "kind": "unavailable"}
 
 
 def _is_adapter(model: MultiTaskModel, parameter: torch.nn.Parameter) -> bool:
