@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from threadpoolctl import threadpool_limits
 
 from mtlbench.errors import MissingDataError, MtlbenchError, RunFailedError, UserInputError
 from mtlbench.methods import Method, StepResult, TrainingContext, create
@@ -235,7 +236,9 @@ class Trainer:
             )
         started = time.perf_counter()
         try:
-            result = self._train(problem, references, run_id)
+            # BLAS (numpy/scipy solvers) uses the run's thread count too, so results do not depend on the caller
+            with threadpool_limits(limits=config.threads):
+                result = self._train(problem, references, run_id)
         except (RunFailedError, FloatingPointError, torch.linalg.LinAlgError, OverflowError) as error:
             return self._failed(config, run_id, error, started)
         except MtlbenchError:
