@@ -66,6 +66,7 @@ class AlignedMTL(GradientMethod):
     )
     default_space = "parameters"
     head_gradient = HeadGradient.OWN
+    gramian_only = True  # combine uses only G G^T and returns a combination of the rows
     hyperparameters = (
         Hyperparameter(
             "scale_mode",

@@ -27,7 +27,15 @@ import torch
 from torch import Tensor, nn
 
 from mtlbench.errors import UserInputError
-from mtlbench.methods.gradients import accumulate_grad, per_task_gradients, unflatten
+from mtlbench.methods.gradients import (
+    EngineOptions,
+    accumulate_direction,
+    accumulate_grad,
+    gradient_bytes,
+    gram_factor,
+    gramian,
+    per_task_gradients,
+)
 from mtlbench.methods.hyperparameters import Hyperparameter, validate_hyperparameters
 
 if TYPE_CHECKING:
@@ -239,6 +247,10 @@ class GradientMethod(Method):
 
     default_space: ClassVar[str] = "parameters"
     head_gradient = HeadGradient.OWN
+    #: :meth:`combine` uses the gradients only through their Gramian G G^T and returns a linear
+    #: combination of them; the engine may then hand it a T x T factor of the Gramian instead of
+    #: the (T, D) matrix (``engine.path = "gramian"``, :func:`mtlbench.methods.gradients.gramian`)
+    gramian_only: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -258,6 +270,8 @@ class GradientMethod(Method):
     def __init__(self, n_tasks: int, **kwargs: Any) -> None:
         super().__init__(n_tasks, **kwargs)
         self.state: Any = self.initial_state()
+        #: how per-task gradients are obtained (exact whatever the choice; see ``gradients.py``)
+        self.engine = EngineOptions()
 
     def initial_state(self) -> Any:
         """The state a stateful method starts from (None for stateless methods)."""
@@ -285,34 +299,79 @@ class GradientMethod(Method):
     def load_extra_state(self, state: Mapping[str, Any]) -> None:
         self.state = state.get("state", self.initial_state())
 
+    def _uses_gramian(self, n_tasks: int, shared: Sequence[Tensor]) -> bool:
+        if not self.gramian_only or not shared:
+            return False
+        if self.engine.path == "gramian":
+            return True
+        budget = self.engine.max_gradient_bytes
+        return self.engine.path == "auto" and budget is not None and gradient_bytes(n_tasks, shared) > budget
+
+    def _record(self, result: Aggregation) -> None:
+        self.state = result.state
+        for key, value in result.info.items():
+            if key.startswith("count_"):
+                self.counters[key.removeprefix("count_")] += int(value)
+
+    def _head_backward(
+        self, losses: Tensor, weights: Tensor | None, heads: list[list[Tensor]] | None, head_gradients: Any, shared: Any
+    ) -> None:
+        weighted = self.head_gradient is HeadGradient.WEIGHTED and weights is not None
+        if heads is None:
+            coefficients = weights if weighted else torch.ones(self.n_tasks, device=losses.device)
+            _head_gradients_by_full_backward(losses, coefficients, shared, retain_graph=False)
+            return
+        for i, (params, grads) in enumerate(zip(heads, head_gradients, strict=True)):
+            if weighted:
+                scale = weights[i]
+                grads = [None if g is None else g * scale for g in grads]
+            accumulate_grad(params, grads, owned=True)
+
     def backward(self, losses, shared_parameters, *, features=None, task_parameters=None) -> StepResult:
         shared = [p for p in shared_parameters if p.requires_grad]
         on_representation = self.hparams["space"] == "representation"
         if on_representation and features is None:
             raise UserInputError(f"{self.name}: space=representation needs the shared features (features=...)")
         heads = [list(ps) for ps in task_parameters] if task_parameters is not None else None
+        if not on_representation and self._uses_gramian(losses.shape[0], shared):
+            return self._backward_gramian(losses, shared, features, heads)
         inputs = [features] if on_representation else shared
+        path = "loop" if self.engine.path in ("auto", "gramian") else self.engine.path
         gradients, head_gradients = per_task_gradients(
-            losses, inputs, heads, retain_graph=on_representation or heads is None
+            losses,
+            inputs,
+            heads,
+            retain_graph=on_representation or heads is None,
+            features=None if on_representation else features,
+            path=path,
+            chunk_size=self.engine.chunk_size,
         )
         result = self.combine(
             gradients, losses=losses.detach(), features=features, state=self.state, generator=self.generator
         )
-        self.state = result.state
-        for key, value in result.info.items():
-            if key.startswith("count_"):
-                self.counters[key.removeprefix("count_")] += int(value)
+        del gradients
+        self._record(result)
         direction = result.direction
         if on_representation:
             features.backward(direction.view_as(features).to(features.dtype), retain_graph=heads is None)
         else:
-            accumulate_grad(shared, unflatten(direction, shared))
-        weighted = self.head_gradient is HeadGradient.WEIGHTED and result.weights is not None
-        coefficients = result.weights if weighted else torch.ones(self.n_tasks, device=losses.device)
-        if heads is None:
-            _head_gradients_by_full_backward(losses, coefficients, shared, retain_graph=False)
-        else:
-            for i, (params, grads) in enumerate(zip(heads, head_gradients, strict=True)):
-                scale = coefficients[i]
-                accumulate_grad(params, [None if g is None else g * scale for g in grads])
+            accumulate_direction(shared, direction)
+        self._head_backward(losses, result.weights, heads, head_gradients, shared)
         return StepResult(None if result.weights is None else result.weights.detach(), dict(result.info))
+
+    def _backward_gramian(
+        self, losses: Tensor, shared: list[Tensor], features: Tensor | None, heads: list[list[Tensor]] | None
+    ) -> StepResult:
+        """Gramian-only step: G G^T by blocks, the method on a T x T factor, one backward of sum_i c_i L_i."""
+        K, head_gradients = gramian(losses, shared, heads, max_bytes=self.engine.max_gradient_bytes, retain_graph=True)
+        R, R_pinv = gram_factor(K)
+        result = self.combine(R, losses=losses.detach(), features=features, state=self.state, generator=self.generator)
+        self._record(result)
+        coefficients = result.direction.detach().to("cpu", torch.float64) @ R_pinv
+        grads = torch.autograd.grad(
+            losses, shared, grad_outputs=coefficients.to(losses), retain_graph=heads is None, allow_unused=True
+        )
+        accumulate_grad(shared, grads, owned=True)
+        weights = None if result.weights is None else result.weights.to(losses)
+        self._head_backward(losses, weights, heads, head_gradients, shared)
+        return StepResult(None if weights is None else weights.detach(), dict(result.info))

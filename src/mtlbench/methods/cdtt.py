@@ -97,6 +97,7 @@ class CDTT(GradientMethod):
     )
     default_space = "parameters"
     head_gradient = HeadGradient.OWN
+    gramian_only = True  # combine uses only G G^T and returns a combination of the rows
     hyperparameters = (
         Hyperparameter("alpha", 0.2, "sensitivity of the tension factors", low=0.0, high=1.0),
         Hyperparameter("window", 10, "number of past gradient norms summed per task", kind="int", low=1),

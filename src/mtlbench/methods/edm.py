@@ -52,6 +52,7 @@ class EDM(GradientMethod):
     )
     default_space = "parameters"
     head_gradient = HeadGradient.OWN
+    gramian_only = True  # combine uses only G G^T and returns a combination of the rows
     stateless = True
     randomized = False
 

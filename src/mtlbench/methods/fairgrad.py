@@ -56,6 +56,7 @@ class FairGrad(GradientMethod):
     citation = "Ban & Ji, Fair Resource Allocation in Multi-Task Learning, ICML 2024"
     default_space = "parameters"
     head_gradient = HeadGradient.OWN
+    gramian_only = True  # combine uses only G G^T and returns a combination of the rows
     hyperparameters = (
         Hyperparameter(
             "alpha", 1.0, "fairness exponent (1: proportional fairness, as Nash-MTL)", low=0.0, low_inclusive=False

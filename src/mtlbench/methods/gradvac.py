@@ -85,6 +85,7 @@ class GradVac(GradientMethod):
     )
     default_space = "parameters"
     head_gradient = HeadGradient.OWN
+    gramian_only = True  # combine uses only G G^T and returns a combination of the rows
     hyperparameters = (
         Hyperparameter(
             "beta", 0.5, "EMA rate of the target cosines (LibMTL/TorchJD default; paper 1e-2)", low=0.0, high=1.0

@@ -82,6 +82,7 @@ class IMTLG(GradientMethod):
     citation = "Liu, Li, Kuang, Xue, Chen, Yang, Liao & Zhang, Towards Impartial Multi-task Learning, ICLR 2021"
     default_space = "representation"
     head_gradient = HeadGradient.OWN
+    gramian_only = True  # combine uses only G G^T and returns a combination of the rows
     hyperparameters = IMTL_G_HYPERPARAMETERS
     stateless = True
     randomized = False

@@ -91,6 +91,7 @@ class MGDA(GradientMethod):
     citation = "Sener & Koltun, Multi-Task Learning as Multi-Objective Optimization, NeurIPS 2018"
     default_space = "parameters"
     head_gradient = HeadGradient.OWN
+    gramian_only = True  # combine uses only G G^T and returns a combination of the rows
     hyperparameters = mgda_hyperparameters("normalized")
     stateless = True
     randomized = False

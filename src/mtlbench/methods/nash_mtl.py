@@ -52,6 +52,7 @@ class NashMTL(GradientMethod):
     )
     default_space = "parameters"
     head_gradient = HeadGradient.WEIGHTED
+    gramian_only = True  # combine uses only G G^T and returns a combination of the rows
     hyperparameters = (
         Hyperparameter("optim_niter", 20, "convex approximations per weight update (000 keeps 20)", kind="int", low=1),
         Hyperparameter("update_weights_every", 1, "recompute the weights every this many steps", kind="int", low=1),

@@ -52,6 +52,7 @@ class PCGrad(GradientMethod):
     citation = "Yu, Kumar, Gupta, Levine, Hausman & Finn, Gradient Surgery for Multi-Task Learning, NeurIPS 2020"
     default_space = "parameters"
     head_gradient = HeadGradient.OWN
+    gramian_only = True  # combine uses only G G^T and returns a combination of the rows
     stateless = True
     randomized = True
 

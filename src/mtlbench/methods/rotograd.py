@@ -31,12 +31,23 @@ head; with ``normalize_losses`` both use L_k / L_k^0). The step reports ``weight
 the effective coefficients of the encoder's direction sum_k c_k g_k (they do not sum to T), and
 ``info["rotation_loss"]`` = L_rot before the rotation step (000 Fig. 9).
 
+Cost. With m = 256 and T = 11 nearly all of a step went into the T matrix exponentials and, above
+all, their backward passes (PyTorch differentiates ``matrix_exp`` through the exponential of a 2m x 2m
+block matrix). For a skew-symmetric S the exponential and its exact adjoint Frechet derivative have a
+closed form on the eigendecomposition of the Hermitian iS = U diag(theta) U^H:
+expm(S) = U diag(e^{-i theta}) U^H and, for the gradient G of R, dL/dS = U ((U^H G U) o Phi) U^H with
+Phi_jk = e^{i (theta_j + theta_k)/2} sinc((theta_j - theta_k)/2) (:class:`SkewExpm`): the same
+mathematics, one eigendecomposition per rotation and step instead of the block exponential (about
+3x faster at m = 256, and more accurate in float32), and the decomposition made for the forward
+pass's constant R is reused by the rotation loss's backward (one decomposition per rotation and step).
+
 Best settings in 000's code: ``lr_scale`` 0.1 (Multi-MNIST, QM9), 1.0 (Cityscapes); rotation size 50
 (Multi-MNIST, the whole LeNet feature), 512 (Cityscapes, capped), 64 (QM9, the whole feature).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -78,12 +89,48 @@ def haar_rotation(size: int, generator: torch.Generator | None = None) -> Tensor
     return q.to(torch.get_default_dtype())
 
 
+def skew_decomposition(skew: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(U, theta, expm(S))`` for a real skew-symmetric ``S``: ``iS = U diag(theta) U^H`` (Hermitian)."""
+    complex_dtype = torch.complex128 if skew.dtype == torch.float64 else torch.complex64
+    theta, U = torch.linalg.eigh(1j * skew.detach().to(complex_dtype))
+    return U, theta, ((U * torch.exp(-1j * theta).unsqueeze(-2)) @ U.mH).real.to(skew.dtype)
+
+
+class SkewExpm(torch.autograd.Function):
+    """``expm(S)`` of a real skew-symmetric ``S`` from the eigendecomposition of ``iS``, with its exact gradient.
+
+    ``iS = U diag(theta) U^H`` (Hermitian), ``expm(S) = U diag(e^{-i theta}) U^H``. The adjoint of the
+    Frechet derivative at ``S`` is the derivative at ``S^T = -S`` (eigenvalues ``i theta``, same ``U``):
+    ``U ((U^H G U) o Phi) U^H``, ``Phi_jk = (e^{i theta_j} - e^{i theta_k}) / (i theta_j - i theta_k)
+    = e^{i (theta_j + theta_k)/2} sinc((theta_j - theta_k)/2)``, continuous at equal eigenvalues.
+    ``apply(S)`` decomposes ``S``; ``apply(S, U, theta, E)`` reuses a decomposition of the same ``S``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, skew: Tensor, *decomposition: Tensor) -> Tensor:
+        U, theta, exponential = decomposition if decomposition else skew_decomposition(skew)
+        ctx.save_for_backward(U, theta)
+        return exponential.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        U, theta = ctx.saved_tensors
+        # Phi = diag(h) sinc-matrix diag(h) with h = e^{i theta / 2}: fold diag(h) into U and U^H
+        half = torch.exp(0.5j * theta)
+        difference = theta.unsqueeze(-1) - theta.unsqueeze(-2)
+        sinc = torch.sinc(difference / (2.0 * math.pi)).to(U.dtype)
+        inner = (U.mH @ grad.to(U.dtype) @ U) * sinc
+        result = ((U * half.unsqueeze(-2)) @ inner @ (half.unsqueeze(-1) * U.mH)).real.to(grad.dtype)
+        return (result, *([None] * (len(ctx.needs_input_grad) - 1)))
+
+
 class Rotation(nn.Module):
     """One task's adapter: z -> R z on the first ``size`` channels, R = base expm(L - L^T).
 
     ``weight`` is the unconstrained parameter (its strict lower triangle L is used); ``base`` is a
-    fixed rotation (buffer). The forward pass uses R as a constant, cached until ``weight`` or
-    ``base`` change; :meth:`matrix` gives R with its graph for the rotation loss.
+    fixed rotation (buffer). The forward pass uses R as a constant, cached with the eigendecomposition
+    it comes from until ``weight`` or ``base`` change; :meth:`matrix` gives R with its graph for the
+    rotation loss, reusing that decomposition (one eigendecomposition per rotation and step).
     """
 
     def __init__(self, size: int, base: Tensor | None = None) -> None:
@@ -91,13 +138,13 @@ class Rotation(nn.Module):
         self.size = size
         self.weight = nn.Parameter(torch.zeros(size, size))
         self.register_buffer("base", torch.eye(size) if base is None else base.detach().clone())
-        self._cache: tuple[tuple[Any, ...], Tensor] | None = None
+        self._cache: tuple[tuple[Any, ...], tuple[Tensor, Tensor, Tensor], Tensor] | None = None
 
-    def matrix(self) -> Tensor:
+    def _skew(self) -> Tensor:
         lower = torch.tril(self.weight, diagonal=-1)
-        return self.base @ torch.linalg.matrix_exp(lower - lower.transpose(0, 1))
+        return lower - lower.transpose(0, 1)
 
-    def constant_matrix(self) -> Tensor:
+    def _decomposition(self) -> tuple[tuple[Tensor, Tensor, Tensor], Tensor]:
         key = (
             self.weight._version,
             self.base._version,
@@ -107,8 +154,19 @@ class Rotation(nn.Module):
         )
         if self._cache is None or self._cache[0] != key:
             with torch.no_grad():
-                self._cache = (key, self.matrix())
-        return self._cache[1]
+                decomposition = skew_decomposition(self._skew())
+                self._cache = (key, decomposition, self.base @ decomposition[2])
+        return self._cache[1], self._cache[2]
+
+    def matrix(self) -> Tensor:
+        """R = base expm(L - L^T), differentiable in ``weight`` (:class:`SkewExpm`)."""
+        decomposition, constant = self._decomposition()
+        if not torch.is_grad_enabled() or not self.weight.requires_grad:
+            return constant.clone()
+        return self.base @ SkewExpm.apply(self._skew(), *decomposition)
+
+    def constant_matrix(self) -> Tensor:
+        return self._decomposition()[1]
 
     def forward(self, features: Tensor) -> Tensor:
         return rotate(features, self.constant_matrix().to(features.dtype))
@@ -253,8 +311,15 @@ class RotoGrad(Method):
         restart = self.step == 0 or self.step == self.hparams["burn_in_period"]
         if restart:
             self.initial_losses = losses.detach().clone()
-        used = losses / self.initial_losses if self.hparams["normalize_losses"] else losses
-        rows, head_gradients = per_task_gradients(used, [features], heads, retain_graph=True)
+        # per-task gradients of the stacked losses themselves (each backward then runs through its own head
+        # only), divided by L_k^0 afterwards when normalising: the gradients of L_k / L_k^0
+        rows, head_gradients = per_task_gradients(losses, [features], heads, retain_graph=True)
+        if self.hparams["normalize_losses"]:
+            inverse = (1.0 / self.initial_losses).to(rows.dtype)
+            rows = rows * inverse.unsqueeze(1)
+            head_gradients = [
+                [None if g is None else g * inverse[k] for g in grads] for k, grads in enumerate(head_gradients or [])
+            ]
         gradients = rows.view(self.n_tasks, *features.shape).to(features.dtype)
 
         norms = gradients.flatten(1).norm(dim=1).clamp_min(NORM_FLOOR)

@@ -9,7 +9,9 @@ tens), so the cost per training step is microseconds to a millisecond, independe
 - :func:`nash_ccp`: Nash-MTL's sequence of convex approximations (Navon et al. 2022, section 3.3 and
   the reference ``NashMTL.solve_optimization``), each convex sub-problem solved exactly (see there).
 - :func:`cagrad_weights`: CAGrad's dual ``min_{w in simplex} w^T K b + c ||g_0|| sqrt(w^T K w)``
-  (Liu et al. 2021, eq. 4): closed form for T = 2, SLSQP on the T x T problem otherwise.
+  (Liu et al. 2021, eq. 4): closed form for T = 2, an exact active-set method otherwise (Wolfe's
+  min-norm point of shifted gradients + a closed form on the support, KKT-certified; SLSQP, as the
+  reference, only where it cannot certify).
 - :func:`dual_cone_weights`: UPGrad's projections onto the dual cone, ``min_v v^T G v s.t. v >= u``
   (Quinton & Rey 2024, Prop. 1), as non-negative least squares (Lawson-Hanson, exact active set).
 """
@@ -19,7 +21,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 from scipy.optimize import minimize, nnls
+
+from mtlbench.methods.solvers import _wolfe  # exact min-norm point (Wolfe 1976), shared with MGDA
 
 __all__ = ["cagrad_weights", "ccp_subproblem", "dual_cone_weights", "nash_ccp", "power_balance"]
 
@@ -267,8 +272,10 @@ def cagrad_weights(K: np.ndarray, c: float) -> np.ndarray:
     """``argmin_{w in simplex} w^T K 1/T + c ||g_0|| sqrt(w^T K w)`` (CAGrad's dual, Liu et al. eq. 4).
 
     Scale-free (both terms scale with K), so K is normalised by its trace first. T = 2 in closed
-    form (:func:`_cagrad_two`); T > 2 by SLSQP with analytic gradients from the uniform point, as the
-    reference code does (``scipy.optimize.minimize``), with tight tolerances.
+    form (:func:`_cagrad_two`); T > 2 by an exact active-set method (:func:`_cagrad_active_set`,
+    closed form on each support, KKT conditions checked), and where that cannot certify its answer
+    (singular Gram matrix on the support, cycling) by SLSQP with analytic gradients from the uniform
+    point, as the reference code does (``scipy.optimize.minimize``), with tight tolerances.
     """
     K = 0.5 * (np.asarray(K, dtype=np.float64) + np.asarray(K, dtype=np.float64).T)
     n = K.shape[0]
@@ -284,6 +291,9 @@ def cagrad_weights(K: np.ndarray, c: float) -> np.ndarray:
     b = np.full(n, 1.0 / n)
     Kb = K @ b
     C = c * math.sqrt(max(float(b @ Kb), 0.0))
+    exact = _cagrad_active_set(K, Kb, C)
+    if exact is not None:
+        return exact
     eps = 1e-14
 
     def objective(w: np.ndarray) -> tuple[float, np.ndarray]:
@@ -302,6 +312,92 @@ def cagrad_weights(K: np.ndarray, c: float) -> np.ndarray:
     )
     w = np.clip(result.x, 0.0, None)
     return w / w.sum()
+
+
+def _cagrad_support(K: np.ndarray, a: np.ndarray, C: float, support: list[int]) -> np.ndarray | None:
+    """Stationary point of ``w^T a + C sqrt(w^T K w)`` on the affine hull ``{sum w = 1, w_i = 0 off support}``.
+
+    With ``x = C w / ||g_w||`` stationarity reads ``K_SS x = nu 1 - a_S`` and ``x^T K_SS x = C^2``: so
+    ``x = nu p - q`` (``p = K_SS^-1 1``, ``q = K_SS^-1 a_S``), ``nu`` the larger root of
+    ``(1^T p) nu^2 - 2 (1^T q) nu + a_S^T q - C^2 = 0`` (the one with ``1^T x > 0``), and
+    ``w_S = x / 1^T x``. None where ``K_SS`` is singular or no root exists.
+    """
+    sub = K[np.ix_(support, support)]
+    try:
+        factor = np.linalg.cholesky(sub)
+    except np.linalg.LinAlgError:
+        return None
+    if float(np.diagonal(factor).min()) <= 1e-7 * float(np.diagonal(factor).max()):
+        return None  # ill-conditioned: leave it to SLSQP
+    rhs = np.stack([np.ones(len(support)), a[support]], axis=1)
+    solved = np.linalg.solve(factor.T, np.linalg.solve(factor, rhs))
+    p, q = solved[:, 0], solved[:, 1]
+    A, B, D = float(p.sum()), float(q.sum()), float(a[support] @ q)
+    discriminant = B * B - A * (D - C * C)
+    if A <= 0.0 or discriminant < 0.0:
+        return None
+    nu = (B + math.sqrt(discriminant)) / A
+    x = nu * p - q
+    total = float(x.sum())
+    if total <= 0.0 or not math.isfinite(total):
+        return None
+    w = np.zeros(K.shape[0])
+    w[support] = x / total
+    return w
+
+
+def _cagrad_kkt(K: np.ndarray, a: np.ndarray, C: float, w: np.ndarray) -> bool:
+    """KKT conditions of CAGrad's dual at ``w``: ``a + C K w / ||g_w||`` equal (= nu) on the support, >= nu off it."""
+    if float(w.min()) < 0.0 or abs(float(w.sum()) - 1.0) > 1e-12:
+        return False
+    norm = math.sqrt(max(float(w @ K @ w), 0.0))
+    if norm <= 0.0:
+        return False
+    gradient = a + C * (K @ w) / norm
+    support = w > 0.0
+    nu = float(gradient[support].mean())
+    scale = max(float(np.abs(gradient).max()), 1e-300)
+    return bool(np.abs(gradient[support] - nu).max() <= 1e-9 * scale) and bool(
+        (gradient[~support] >= nu - 1e-9 * scale).all()
+    )
+
+
+def _cagrad_active_set(K: np.ndarray, a: np.ndarray, C: float, max_iterations: int = 20) -> np.ndarray | None:
+    """Exact minimiser of ``w^T a + C sqrt(w^T K w)`` over the simplex (T > 2), or None if not certified.
+
+    At the optimum, with ``lambda = C / ||g_w||``, ``w`` also minimises the quadratic
+    ``w^T a + lambda/2 w^T K w`` over the simplex (same KKT conditions), i.e. it is the min-norm point
+    of the hull of the shifted gradients ``g_i + g_0 / lambda`` (Gram matrix
+    ``K + (a 1^T + 1 a^T) / lambda + b^T K b / lambda^2``), found exactly by Wolfe's algorithm. Its
+    support gives the closed form (:func:`_cagrad_support`); ``lambda`` is updated from the new
+    point until that closed form satisfies the KKT conditions (to 1e-9 relative). Otherwise None,
+    and the caller falls back to SLSQP.
+    """
+    n = K.shape[0]
+    if C <= 0.0:
+        return None
+    b = np.full(n, 1.0 / n)
+    g0_norm2 = float(b @ a)
+    w = b
+    tried: set[tuple[int, ...]] = set()
+    for _ in range(max_iterations):
+        norm = math.sqrt(max(float(w @ K @ w), 0.0))
+        if norm <= 0.0:
+            return None
+        lam = C / norm
+        shifted = K + (a[:, None] + a[None, :]) / lam + g0_norm2 / lam**2
+        v = _wolfe(torch.from_numpy(0.5 * (shifted + shifted.T))).numpy()
+        support = [i for i in range(n) if v[i] > 1e-12]
+        key = tuple(support)
+        if key not in tried:
+            tried.add(key)
+            exact = _cagrad_support(K, a, C, support)
+            if exact is not None and _cagrad_kkt(K, a, C, exact):
+                return exact
+        if np.allclose(v, w, rtol=0.0, atol=1e-15):
+            return None
+        w = v
+    return None
 
 
 # --- UPGrad -------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ class UPGrad(GradientMethod):
     citation = "Quinton & Rey, Jacobian Descent for Multi-Objective Optimization, arXiv:2406.16232, 2024"
     default_space = "parameters"
     head_gradient = HeadGradient.OWN
+    gramian_only = True  # combine uses only G G^T and returns a combination of the rows
     hyperparameters = (
         Hyperparameter("norm_eps", 1e-4, "Gram matrices with a smaller trace count as zero (TorchJD)", low=0.0),
         Hyperparameter("reg_eps", 1e-4, "added to the diagonal of the normalised Gram matrix (TorchJD)", low=0.0),

@@ -1,0 +1,1 @@
+"""See ``bench/peers/shims/torchvision/__init__.py``."""
