@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean chromium
+.PHONY: demo test lint bench bench-peers clean chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,18 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/epoch_time.py
+	$(BIN)/python bench/step_overhead.py
+
+# mtlbench next to LibMTL and TorchJD (docs/performance.md), in a separate environment so that
+# the peers never enter mtlbench's own dependencies; LibMTL 1.1.5 declares torchvision, which has no
+# usable build here, so it is installed without dependencies (bench/peers/shims stubs the imports).
+PEERS := .venv-peers
+bench-peers:
+	@test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install -q --upgrade pip
+	$(PEERS)/bin/python -m pip install -q -c constraints.txt -e . "torchjd[full]==0.18.0"
+	$(PEERS)/bin/python -m pip install -q --no-deps LibMTL==1.1.5
+	$(PEERS)/bin/python bench/vs_peers.py --python $(PEERS)/bin/python --paired --output bench-peers.md
 
 clean:
 	rm -rf $(VENV) mtlbench-results .pytest_cache .ruff_cache
