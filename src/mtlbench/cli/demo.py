@@ -42,8 +42,8 @@ def demo(
     methods: Annotated[
         str, typer.Option(help="'shortlist' (Unit. Scal. + 000's eight SMTOs), 'all', or names joined by commas.")
     ] = "shortlist",
-    train_size: Annotated[int, typer.Option(help="Training examples of Multi-MNIST used (of 50,000).")] = 8000,
-    epochs: Annotated[int, typer.Option(help="Epochs per run (000 trains 100).")] = 3,
+    train_size: Annotated[int, typer.Option(help="Training examples of Multi-MNIST used (of 50,000).")] = 20000,
+    epochs: Annotated[int, typer.Option(help="Epochs per run (000 trains 100).")] = 5,
     seeds: Annotated[int, typer.Option(help="Seeds per method and per reference.")] = 1,
     lr: Annotated[float, typer.Option(help="Learning rate (000's best for Unit. Scal. on CL_RR).")] = 1e-3,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
