@@ -44,7 +44,13 @@ METHOD_SETTINGS = {"fixed_weights": lambda n: {"weights": ",".join(["1"] * n)}}
 PATHS = ("loop", "two_stage", "batched", "gramian")
 
 
-def build(setting: dict[str, Any], method: str, problem: Any, engine: EngineOptions | None) -> Session:
+def build(
+    setting: dict[str, Any],
+    method: str,
+    problem: Any,
+    engine: EngineOptions | None,
+    device: torch.device = torch.device("cpu"),
+) -> Session:
     extra = METHOD_SETTINGS.get(method, lambda n: {})(len(problem.tasks))
     config = RunConfig(
         problem=setting["problem"],
@@ -56,9 +62,9 @@ def build(setting: dict[str, Any], method: str, problem: Any, engine: EngineOpti
         lr=1e-3,
         dropout=0.0,
         epochs=1,
-        device="cpu",
+        device=str(device),
     ).resolved()
-    session = Session(config, problem, torch.device("cpu"), torch.Generator().manual_seed(0))
+    session = Session(config, problem, device, torch.Generator().manual_seed(0))
     if engine is not None and isinstance(session.method, GradientMethod):
         session.method.engine = engine
     return session

@@ -19,23 +19,16 @@ from collections import defaultdict
 
 import torch
 
+from engine_paths import SETTINGS as PATHS_SETTINGS
+from engine_paths import build, instrument
 from mtlbench.methods import METHODS, GradientMethod
 from mtlbench.problems import create_problem
-from mtlbench.training import RunConfig
 from mtlbench.training.config import resolve_device
-from mtlbench.training.trainer import Session
 
+#: larger training sets than engine_paths' so that every timed step has its own batch
 SETTINGS = {
-    "multi_mnist": dict(problem="multi_mnist", tasks="CL_RR", options={"train_size": 4096}, batch_size=256),
-    "synthetic": dict(
-        problem="synthetic",
-        tasks="_".join(f"T{i}" for i in range(11)),
-        options={"train_size": 4096, "hidden": 256},
-        batch_size=256,
-    ),
+    name: {**setting, "options": {**setting["options"], "train_size": 4096}} for name, setting in PATHS_SETTINGS.items()
 }
-#: settings a method needs to run with defaults on these problems
-METHOD_SETTINGS = {"fixed_weights": lambda n: {"weights": ",".join(["1"] * n)}}
 
 
 def _sync(device: torch.device) -> None:
@@ -46,47 +39,25 @@ def _sync(device: torch.device) -> None:
 def time_method(setting: dict, method: str, steps: int, device: torch.device) -> tuple[list[float], list[float]]:
     problem = create_problem(setting["problem"], setting["tasks"], **setting["options"])
     problem.prepare()
-    extra = METHOD_SETTINGS.get(method, lambda n: {})(len(problem.tasks))
-    config = RunConfig(
-        problem=setting["problem"],
-        tasks=setting["tasks"],
-        method=method,
-        method_params=extra,
-        problem_options=setting["options"],
-        batch_size=setting["batch_size"],
-        lr=1e-3,
-        dropout=0.0,
-        epochs=1,
-        device=str(device),
-    ).resolved()
+    session = build(setting, method, problem, None, device)
+
+    def clock() -> float:
+        _sync(device)
+        return time.perf_counter()
+
+    solver_seconds = instrument(session, clock)
     generator = torch.Generator().manual_seed(0)
-    session = Session(config, problem, device, generator)
-    solver_seconds = [0.0]
-    if isinstance(session.method, GradientMethod):
-        combine = session.method.combine
-
-        def timed_combine(*args, **kwargs):
-            _sync(device)
-            start = time.perf_counter()
-            out = combine(*args, **kwargs)
-            _sync(device)
-            solver_seconds[0] += time.perf_counter() - start
-            return out
-
-        session.method.combine = timed_combine
     batches = []
-    for batch in problem.batches("train", config.batch_size, shuffle=True, generator=generator):
+    for batch in problem.batches("train", setting["batch_size"], shuffle=True, generator=generator):
         batches.append(batch.to(device))
         if len(batches) == steps + 2:
             break
     step_times, solver_shares = [], []
     for index, batch in enumerate(batches):
         solver_seconds[0] = 0.0
-        _sync(device)
-        start = time.perf_counter()
+        start = clock()
         session.step(batch)
-        _sync(device)
-        elapsed = time.perf_counter() - start
+        elapsed = clock() - start
         if index >= 2:  # warm-up
             step_times.append(elapsed)
             solver_shares.append(solver_seconds[0] / elapsed)
@@ -106,6 +77,8 @@ def main() -> None:
     if "unit_scal" not in names:
         names.insert(0, "unit_scal")
     for setting_name in args.settings.split(","):
+        if setting_name not in SETTINGS:
+            parser.error(f"unknown setting {setting_name!r}; choose from {', '.join(SETTINGS)}")
         setting = SETTINGS[setting_name]
         times: dict[str, list[float]] = defaultdict(list)
         shares: dict[str, list[float]] = defaultdict(list)
