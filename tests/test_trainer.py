@@ -139,3 +139,38 @@ def result_options(config):
 def test_bad_configurations_are_one_line_errors(override, message):
     with pytest.raises(UserInputError, match=message):
         RunConfig(**{**BASE, **override}).resolved()
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "options"),
+    [("adam", dict(weight_decay=1e-4)), ("adamw", dict(weight_decay=1e-2)), ("sgd", dict(momentum=0.9))],
+)
+def test_the_fused_optimizer_takes_the_steps_of_the_plain_one(optimizer, options, monkeypatch):
+    from mtlbench.training import trainer
+
+    config = RunConfig(**{**BASE, "optimizer": optimizer, **options}).resolved()
+    torch.manual_seed(0)
+    start = [torch.randn(5, 3), torch.randn(3)]
+    fused_params = [torch.nn.Parameter(x.clone()) for x in start]
+    plain_params = [torch.nn.Parameter(x.clone()) for x in start]
+    fused = trainer.build_optimizer(config, fused_params)
+    monkeypatch.setattr(trainer, "fused_supported", lambda parameters: False)
+    plain = trainer.build_optimizer(config, plain_params)
+    assert fused.defaults["fused"] is True and not plain.defaults["fused"]
+    for _ in range(20):
+        grads = [torch.randn_like(x) for x in start]
+        for params, opt in ((fused_params, fused), (plain_params, plain)):
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g.clone()
+            opt.step()
+    for a, b, x in zip(fused_params, plain_params, start, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        assert (a - x).abs().max() > 1e-3  # the steps moved the parameters
+
+
+def test_fused_kernels_are_used_only_for_floating_point_parameters():
+    from mtlbench.optim import fused_supported
+
+    assert fused_supported([torch.zeros(2), torch.zeros(3, dtype=torch.float64)])
+    assert not fused_supported([torch.zeros(2, dtype=torch.int64)])
+    assert not fused_supported([])

@@ -27,6 +27,7 @@ from mtlbench.errors import MissingDataError, MtlbenchError, RunFailedError, Use
 from mtlbench.methods import Method, StepResult, TrainingContext, create
 from mtlbench.metrics import delta_m
 from mtlbench.models.base import MultiTaskModel
+from mtlbench.optim import fused_supported
 from mtlbench.problems import create_problem
 from mtlbench.problems.base import Problem
 from mtlbench.training import provenance
@@ -68,12 +69,20 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 def build_optimizer(config: RunConfig, parameters: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """Adam with coupled L2 weight decay (as the reference code); AdamW and SGD with momentum as options."""
+    """Adam with coupled L2 weight decay (as the reference code); AdamW and SGD with momentum as options.
+
+    The optimizers use PyTorch's fused kernels where they exist (CPU and CUDA): the same update in
+    one kernel over all parameters instead of a Python loop of small operations per parameter
+    (4-10x faster optimizer steps on CPU; results agree with the loop to float rounding, ~1e-8).
+    """
+    fused = fused_supported(parameters)
     if config.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+    return torch.optim.SGD(
+        parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, fused=fused
+    )
 
 
 def build_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer) -> Any:
