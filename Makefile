@@ -45,7 +45,7 @@ PEERS := .venv-peers
 bench-peers:
 	@test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
 	$(PEERS)/bin/python -m pip install -q --upgrade pip
-	$(PEERS)/bin/python -m pip install -q -c constraints.txt -e . "torchjd[full]==0.18.0"
+	$(PEERS)/bin/python -m pip install -q -c constraints.txt -e ".[qm9]" "torchjd[full]==0.18.0"
 	$(PEERS)/bin/python -m pip install -q --no-deps LibMTL==1.1.5
 	$(PEERS)/bin/python bench/vs_peers.py --python $(PEERS)/bin/python --paired --output bench-peers.md
 

@@ -28,6 +28,7 @@ from mtlbench.methods import METHODS, GradientMethod
 from mtlbench.methods.gradients import EngineOptions
 from mtlbench.problems import create_problem
 from mtlbench.training import RunConfig
+from mtlbench.training.allocator import tune_allocator
 from mtlbench.training.trainer import Session
 
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -97,6 +98,7 @@ def main() -> None:
     parser.add_argument("--paths", action="store_true", help="also time each engine path of parameter-level methods")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    tune_allocator()  # as the trainer does
     clock = time.perf_counter if args.wall else time.thread_time
     names = [m for m in METHODS.names() if m != "sum"] if args.methods == "all" else args.methods.split(",")
     if "unit_scal" not in names:

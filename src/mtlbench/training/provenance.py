@@ -1,4 +1,4 @@
-"""What produced a run: versions, git commit, data checksums, device and thread count."""
+"""What produced a run: versions, git commit, data checksums, device, thread count and memory allocator."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 import mtlbench
+from mtlbench.training.allocator import tune_allocator
 
 _LIBRARIES = ("torch", "numpy", "scipy", "pandas", "torch_geometric", "rdkit", "cvxpy", "ray")
 
@@ -61,5 +62,6 @@ def collect(device: torch.device, data_checksums: dict[str, str]) -> dict[str, A
         "device": str(device),
         "device_name": device_name(device),
         "threads": torch.get_num_threads(),
+        "allocator": tune_allocator(),
         "data_checksums": data_checksums,
     }

@@ -31,6 +31,7 @@ from mtlbench.optim import fused_supported
 from mtlbench.problems import create_problem
 from mtlbench.problems.base import Problem
 from mtlbench.training import provenance
+from mtlbench.training.allocator import tune_allocator
 from mtlbench.training.config import RunConfig
 from mtlbench.training.diagnostics import GradientDiagnostics
 from mtlbench.training.evaluation import Metrics, evaluate, metric_directions
@@ -233,6 +234,7 @@ class Trainer:
         """Train to the end (resuming from ``last.pt`` if present) and evaluate on test."""
         config = self.config
         torch.set_num_threads(config.threads)
+        tune_allocator()
         problem = create_problem(config.problem, config.tasks, **config.problem_options)
         problem.prepare()
         references = self._references(problem)
