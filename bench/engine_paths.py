@@ -2,8 +2,9 @@
 
 Every method is stepped with mtlbench's own training step (``Session.step``) on the same
 pre-loaded batches, all sessions built first and then stepped in turn, batch by batch (every session
-takes a step on a batch before any takes the next; ``--rounds`` passes over ``--steps`` batches), so
-that a slow spell of a shared machine hits every method alike.
+takes a step on a batch before any takes the next, in a new random order each time; ``--rounds``
+passes over ``--steps`` batches), so that a slow spell of a shared machine, or the cache evicted by a
+large neighbour, hits every method alike.
 Time is the thread's CPU time (``time.thread_time``) on one thread by default: on a loaded machine
 it is far steadier than wall-clock time, and on one thread it is the work done. ``--wall`` reports
 wall-clock time instead. "solver" is the median share of a step spent in ``combine`` (gradient
@@ -12,11 +13,13 @@ methods, one row per engine path (``loop``, ``two_stage``, ``batched``, ``gramia
 
     python bench/engine_paths.py --settings multi_mnist,synthetic --steps 10 --rounds 3
     python bench/engine_paths.py --methods unit_scal,mgda,nash_mtl --paths --settings synthetic
+    python bench/engine_paths.py --settings qm9 --steps 2 --rounds 1     # needs the QM9 cache
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
 from collections import defaultdict
@@ -33,6 +36,7 @@ from mtlbench.training.trainer import Session
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "multi_mnist": dict(problem="multi_mnist", tasks="CL_RR", options={"train_size": 2048}, batch_size=256),
+    "multi_mnist4": dict(problem="multi_mnist", tasks="CL_CR_RL_RR", options={"train_size": 2048}, batch_size=256),
     "synthetic": dict(
         problem="synthetic",
         tasks="_".join(f"T{i}" for i in range(11)),
@@ -127,9 +131,12 @@ def main() -> None:
         shares: dict[str, list[float]] = defaultdict(list)
         for session, _ in runs.values():  # warm-up step of each
             session.step(batches[0])
+        order = random.Random(0)
         for _ in range(args.rounds):
             for batch in batches:  # every session steps on this batch before the next: a slow spell hits all
-                for key, (session, spent) in runs.items():
+                # in a new random order each time: no session always follows the same (cache-evicting) one
+                for key in order.sample(list(runs), len(runs)):
+                    session, spent = runs[key]
                     spent[0] = 0.0
                     start = clock()
                     session.step(batch)
