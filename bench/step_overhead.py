@@ -23,6 +23,7 @@ from engine_paths import SETTINGS as PATHS_SETTINGS
 from engine_paths import build, instrument
 from mtlbench.methods import METHODS, GradientMethod
 from mtlbench.problems import create_problem
+from mtlbench.training.allocator import tune_allocator
 from mtlbench.training.config import resolve_device
 
 #: larger training sets than engine_paths' so that every timed step has its own batch
@@ -73,6 +74,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     device = resolve_device(args.device)
+    tune_allocator()  # as the trainer does
     names = [m for m in METHODS.names() if m != "sum"] if args.methods == "all" else args.methods.split(",")
     if "unit_scal" not in names:
         names.insert(0, "unit_scal")
