@@ -50,3 +50,15 @@ def test_the_environment_variable_keeps_the_system_allocator():
     state, size = _mmapped_bytes("tuned", env={**os.environ, "MTLBENCH_MALLOC": "system"})
     assert state == "system (MTLBENCH_MALLOC=system)"
     assert size >= 8 * 2**20
+
+
+def test_provenance_records_the_allocator_without_changing_it(monkeypatch):
+    import torch
+
+    from mtlbench.training import allocator, provenance
+
+    monkeypatch.setattr(allocator, "_state", None)
+    assert provenance.collect(torch.device("cpu"), {})["allocator"] == "system (not tuned in this process)"
+    assert allocator._state is None  # recording applied nothing
+    monkeypatch.setattr(allocator, "_state", "glibc 2.36 tuned")
+    assert provenance.collect(torch.device("cpu"), {})["allocator"] == "glibc 2.36 tuned"

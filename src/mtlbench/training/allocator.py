@@ -41,6 +41,11 @@ def tune_allocator() -> str:
     return _state
 
 
+def allocator_state() -> str:
+    """What :func:`tune_allocator` put in effect in this process, without changing anything."""
+    return _state if _state is not None else "system (not tuned in this process)"
+
+
 def _mallopt() -> str:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 import mtlbench
-from mtlbench.training.allocator import tune_allocator
+from mtlbench.training.allocator import allocator_state
 
 _LIBRARIES = ("torch", "numpy", "scipy", "pandas", "torch_geometric", "rdkit", "cvxpy", "ray")
 
@@ -62,6 +62,6 @@ def collect(device: torch.device, data_checksums: dict[str, str]) -> dict[str, A
         "device": str(device),
         "device_name": device_name(device),
         "threads": torch.get_num_threads(),
-        "allocator": tune_allocator(),
+        "allocator": allocator_state(),
         "data_checksums": data_checksums,
     }
