@@ -4,9 +4,18 @@ from mtlbench.store.results import (
     ENV_VAR,
     SCHEMA_VERSION,
     ResultsStore,
+    RunInProgressError,
     SchemaVersionError,
     config_hash,
     default_results_path,
 )
 
-__all__ = ["ENV_VAR", "SCHEMA_VERSION", "ResultsStore", "SchemaVersionError", "config_hash", "default_results_path"]
+__all__ = [
+    "ENV_VAR",
+    "SCHEMA_VERSION",
+    "ResultsStore",
+    "RunInProgressError",
+    "SchemaVersionError",
+    "config_hash",
+    "default_results_path",
+]

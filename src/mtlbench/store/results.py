@@ -5,7 +5,9 @@ Layout (schema version :data:`SCHEMA_VERSION`):
 * ``schema_version(version, applied_at)`` -- one row per applied migration; the current version is the maximum.
 * ``runs`` -- one row per configuration (``config_hash`` is unique): the JSON config and provenance, indexed
   columns (problem, tasks joined by ``_``, method, seed, kind, status), the summary of a completed run
-  (best epoch, validation/test Delta_m, seconds, JSON summary) or the error of a failed one.
+  (best epoch, validation/test Delta_m, seconds, JSON summary) or the error of a failed one; since schema
+  version 2 also the ``host``, ``pid`` and ``process_start`` of the process training it and its
+  ``heartbeat_at`` (see *Liveness*).
 * ``epochs`` -- one row per (run, epoch): lr, seconds, validation Delta_m and the whole JSON record.
 * ``test_metrics`` -- long table (run_id, task, metric, value, selected_epoch).
 * ``refs`` -- single-task reference metrics, keyed by the problem's ``reference_config()`` (hashed),
@@ -16,6 +18,15 @@ Safety: WAL journal, ``busy_timeout``, foreign keys on; every write is one ``BEG
 :meth:`ResultsStore.transaction` groups several calls into one transaction. WAL needs a local file
 system (not NFS). NaN and infinities round-trip: JSON holds them as ``{"$float": "nan" | "inf" | "-inf"}``;
 SQLite stores a NaN REAL as NULL, so a NULL metric value reads back as NaN.
+
+Liveness: a run's process writes a heartbeat every :data:`HEARTBEAT_SECONDS` (30 s, from a background thread
+of the trainer) and at each epoch end. The stored status of an unfinished run is ``running``; reads report it
+as ``interrupted`` when its process is gone: on the same host when its pid no longer exists, is a zombie, or
+belongs to another process (the process start time and boot id differ: a reused pid); on another host (or
+for rows without a host, written before schema version 2) when the last heartbeat is older than
+:data:`STALE_SECONDS` (5 minutes, which also absorbs clock skew between hosts). ``mtlbench train`` and
+``mtlbench sweep`` resume an interrupted run from its ``last.pt``; a run live in another process is refused
+(:class:`RunInProgressError`).
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import hashlib
 import json
 import math
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -40,9 +52,16 @@ if TYPE_CHECKING:
     import pandas as pd
 
 ENV_VAR = "MTLBENCH_RESULTS"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RUN_KINDS = ("multi_task", "reference")
-RUN_STATUSES = ("running", "completed", "failed")
+#: statuses stored in the ``runs`` table
+STORED_STATUSES = ("running", "completed", "failed")
+#: statuses reads report: ``interrupted`` is a stored ``running`` run whose process is gone (module docstring)
+RUN_STATUSES = ("running", "interrupted", "completed", "failed")
+#: a running run's process writes its heartbeat this often (and at each epoch end)
+HEARTBEAT_SECONDS = 30.0
+#: a run of another host whose heartbeat is older than this is interrupted
+STALE_SECONDS = 300.0
 EXPORT_FORMATS = ("csv", "parquet")
 BUSY_TIMEOUT_MS = 60_000
 RUN_FILTERS = ("problem", "tasks", "method", "kind", "status", "seed", "config_hash")
@@ -51,6 +70,10 @@ _FLOAT_TAG = "$float"
 
 class SchemaVersionError(MtlbenchError):
     """The database was written by a newer mtlbench (its schema version is unknown here)."""
+
+
+class RunInProgressError(MtlbenchError):
+    """The run is being trained by another live process (resuming it here would clobber its checkpoints)."""
 
 
 def default_results_path() -> Path:
@@ -175,13 +198,109 @@ def _migrate_0_to_1(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
+    """Liveness columns: the process training a run and its heartbeat. Runs left ``running`` by schema 1 have
+    no host: their heartbeat starts as their last update, so they read as interrupted once it is stale."""
+    _execute_script(
+        conn,
+        """
+        ALTER TABLE runs ADD COLUMN host TEXT;
+        ALTER TABLE runs ADD COLUMN pid INTEGER;
+        ALTER TABLE runs ADD COLUMN process_start TEXT;
+        ALTER TABLE runs ADD COLUMN heartbeat_at TEXT;
+        UPDATE runs SET heartbeat_at = updated_at WHERE status = 'running'
+        """,
+    )
+
+
 #: ``MIGRATIONS[v]`` upgrades a database at schema version ``v`` to ``v + 1`` (inside one transaction).
 #: A new schema version appends a function here and bumps :data:`SCHEMA_VERSION`.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _migrate_0_to_1}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _migrate_0_to_1, 1: _migrate_1_to_2}
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+# -------------------------------------------------------------------------------------------- liveness
+def host_name() -> str:
+    """This machine's name as runs record it."""
+    return socket.gethostname()
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first), or None (no such process, no
+    procfs)."""
+    try:
+        text = Path(f"/proc/{int(pid)}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    return text[text.rfind(")") + 2 :].split()
+
+
+def process_start(pid: int) -> str | None:
+    """Identity of process ``pid`` beyond its number: ``<boot id>:<start time in clock ticks>`` (Linux), else None.
+
+    A pid reused by a later process (or after a reboot) has another start time or boot id."""
+    fields = _proc_stat(pid)
+    if fields is None or len(fields) < 20:
+        return None
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    return f"{boot}:{fields[19]}"
+
+
+def process_alive(pid: int, start: str | None = None) -> bool:
+    """Whether process ``pid`` of this host exists, is not a zombie and (if ``start`` is known) is the same
+    process that recorded ``start`` (see :func:`process_start`)."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        pass
+    except (OSError, OverflowError, ValueError):
+        return False
+    fields = _proc_stat(pid)
+    if fields is not None and fields[0] in ("Z", "X"):  # killed, not reaped yet
+        return False
+    if start is None:
+        return True
+    return process_start(pid) == start
+
+
+def _age_seconds(stamp: str | None, now: datetime) -> float:
+    if not stamp:
+        return math.inf
+    try:
+        return (now - datetime.fromisoformat(stamp)).total_seconds()
+    except ValueError:
+        return math.inf
+
+
+def run_status(row: Mapping[str, Any], *, now: datetime | None = None) -> str:
+    """The status a read reports for a ``runs`` row: its stored status, or ``interrupted`` for a ``running`` run
+    whose process is gone (same host: :func:`process_alive`; other hosts or unknown host: heartbeat older than
+    :data:`STALE_SECONDS`)."""
+    status = str(row["status"])
+    if status != "running":
+        return status
+    host, pid = row.get("host"), row.get("pid")
+    if host is not None and pid is not None and host == host_name():
+        return "running" if process_alive(int(pid), row.get("process_start")) else "interrupted"
+    now = now or datetime.now(UTC)
+    beats = [stamp for stamp in (row.get("heartbeat_at"), row.get("updated_at")) if stamp]
+    age = min((_age_seconds(stamp, now) for stamp in beats), default=math.inf)
+    return "running" if age <= STALE_SECONDS else "interrupted"
+
+
+def _owner(row: Mapping[str, Any]) -> str:
+    """``pid P on host H, heartbeat N s ago`` for messages."""
+    age = _age_seconds(row.get("heartbeat_at") or row.get("updated_at"), datetime.now(UTC))
+    beat = f"{age:.0f} s ago" if math.isfinite(age) else "never"
+    return f"pid {row.get('pid')} on host {row.get('host')}, last heartbeat {beat}"
 
 
 def _tasks_key(tasks: Any) -> str | None:
@@ -377,32 +496,46 @@ class ResultsStore:
 
     # -------------------------------------------------------------------------------------- runs
     def start_run(self, config: Mapping[str, Any], *, kind: str, provenance: Mapping[str, Any]) -> int:
-        """Record a run as running and return its id; an unfinished run with the same config is resumed.
+        """Record a run as running (in this process: host, pid, heartbeat) and return its id; an unfinished run
+        with the same config (interrupted or failed) is resumed.
 
-        Raises ``ValueError`` when a run with the same configuration already completed.
+        Raises ``ValueError`` when a run with the same configuration already completed and
+        :class:`RunInProgressError` when another live process is training it.
         """
         if kind not in RUN_KINDS:
             raise unknown("run kind", kind, RUN_KINDS)
         digest = config_hash(config)
         now = _now()
+        pid, host = os.getpid(), host_name()
+        owner = (host, pid, process_start(pid), now)
         with self.transaction() as conn:
-            row = conn.execute("SELECT id, status, kind FROM runs WHERE config_hash = ?", (digest,)).fetchone()
-            if row is not None:
-                run_id, status, old_kind = row
+            cursor = conn.execute("SELECT * FROM runs WHERE config_hash = ?", (digest,))
+            found = cursor.fetchone()
+            if found is not None:
+                row = dict(zip([column[0] for column in cursor.description], found, strict=True))
+                run_id, status, old_kind = row["id"], row["status"], row["kind"]
                 if status == "completed":
                     raise ValueError(f"run {run_id} with config {digest} is already completed in {self.path}")
                 if old_kind != kind:
                     raise UserInputError(f"run {run_id} with config {digest} is a {old_kind} run, not {kind}")
+                mine = row["host"] == host and row["pid"] == pid  # an earlier attempt in this very process
+                if status == "running" and not mine and run_status(row) == "running":
+                    raise RunInProgressError(
+                        f"run {run_id} is being trained by another process ({_owner(row)}); wait for it to finish"
+                        " or stop that process (it then shows as interrupted in `mtlbench results` and resumes here)"
+                    )
                 conn.execute(
                     "UPDATE runs SET status = 'running', provenance = ?, attempts = attempts + 1, updated_at = ?,"
-                    " finished_at = NULL, error = NULL WHERE id = ?",
-                    (dumps(provenance), now, run_id),
+                    " finished_at = NULL, error = NULL, host = ?, pid = ?, process_start = ?, heartbeat_at = ?"
+                    " WHERE id = ?",
+                    (dumps(provenance), now, *owner, run_id),
                 )
                 return int(run_id)
             seed = config.get("seed")
             cursor = conn.execute(
                 "INSERT INTO runs (config_hash, kind, problem, tasks, method, seed, status, config, provenance,"
-                " started_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+                " started_at, updated_at, host, pid, process_start, heartbeat_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     digest,
                     kind,
@@ -414,9 +547,18 @@ class ResultsStore:
                     dumps(provenance),
                     now,
                     now,
+                    *owner,
                 ),
             )
             return int(cursor.lastrowid)  # type: ignore[arg-type]
+
+    def heartbeat(self, run_id: int) -> None:
+        """Record that the process training ``run_id`` is alive (the trainer calls this every
+        :data:`HEARTBEAT_SECONDS` and at each epoch end). Only a running run is touched."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND status = 'running'", (_now(), int(run_id))
+            )
 
     def completed_run(self, config: Mapping[str, Any]) -> int | None:
         """The id of the completed run with this exact configuration, or None."""
@@ -452,7 +594,7 @@ class ResultsStore:
                     now,
                 ),
             )
-            conn.execute("UPDATE runs SET updated_at = ? WHERE id = ?", (now, int(run_id)))
+            conn.execute("UPDATE runs SET updated_at = ?, heartbeat_at = ? WHERE id = ?", (now, now, int(run_id)))
 
     def finish_run(
         self, run_id: int, *, test_metrics: Mapping[str, Mapping[str, float]], summary: Mapping[str, Any]
@@ -502,6 +644,7 @@ class ResultsStore:
             run = rows[0]
             epochs = self._query("SELECT epoch, record FROM epochs WHERE run_id = ? ORDER BY epoch", (int(run_id),))
             tests = self._query("SELECT * FROM test_metrics WHERE run_id = ? ORDER BY task, metric", (int(run_id),))
+        run["status"] = run_status(run)
         for name in ("config", "provenance", "summary"):
             run[name] = loads(run[name])
         summary = run["summary"] or {}
@@ -516,6 +659,20 @@ class ResultsStore:
         return run
 
     # ------------------------------------------------------------------------------------ queries
+    @staticmethod
+    def _split_status(filters: Mapping[str, Any]) -> tuple[dict[str, Any], set[str] | None]:
+        """The filters with ``status`` as stored (``interrupted`` is stored as ``running``) and the statuses
+        wanted after :func:`run_status` (None: all)."""
+        value = filters.get("status")
+        if value is None:
+            return dict(filters), None
+        wanted = {value} if isinstance(value, str) else set(value)
+        for status in wanted:
+            if status not in RUN_STATUSES:
+                raise unknown("run status", status, RUN_STATUSES)
+        stored = sorted({"running" if status == "interrupted" else status for status in wanted})
+        return {**filters, "status": stored}, wanted
+
     @staticmethod
     def _where(filters: Mapping[str, Any], table: str = "runs") -> tuple[str, list[Any]]:
         clauses, params = [], []
@@ -537,8 +694,9 @@ class ResultsStore:
     def runs(self, **filters: Any) -> pd.DataFrame:
         """One row per run; filters: problem, tasks, method, kind, status, seed, config_hash (value or list).
 
-        Columns: the indexed columns, summary columns, and the config and summary flattened as ``config.*`` and
-        ``summary.*`` (nested keys joined by dots, lists as JSON text).
+        Columns: the indexed columns, summary columns, the process (host, pid, heartbeat_at), and the config and
+        summary flattened as ``config.*`` and ``summary.*`` (nested keys joined by dots, lists as JSON text).
+        ``status`` is one of :data:`RUN_STATUSES` (``interrupted``: see the module docstring).
         """
         return self._runs_frame(filters, raw=False)
 
@@ -560,15 +718,22 @@ class ResultsStore:
         "updated_at",
         "finished_at",
         "config_hash",
+        "host",
+        "pid",
+        "heartbeat_at",
     )
 
     def _runs_frame(self, filters: Mapping[str, Any], *, raw: bool) -> pd.DataFrame:
         import pandas as pd
 
+        filters, wanted = self._split_status(filters)
         where, params = self._where(filters)
         rows = self._query(f"SELECT * FROM runs{where} ORDER BY id", params)
         records = []
         for row in rows:
+            row["status"] = run_status(row)
+            if wanted is not None and row["status"] not in wanted:
+                continue
             record = {name: row[name] for name in self._RUN_COLUMNS}
             summary = loads(row["summary"]) or {}
             for name in ("val_delta_m", "test_delta_m", "seconds"):
@@ -590,18 +755,20 @@ class ResultsStore:
         problem, tasks, method, seed, kind and status. Filters as :meth:`runs`."""
         import pandas as pd
 
+        filters, wanted = self._split_status(filters)
         where, params = self._where(filters, "r")
         if run_id is not None:
             where = (where + " AND" if where else " WHERE") + " e.run_id = ?"
             params.append(int(run_id))
         rows = self._query(
-            "SELECT e.run_id, e.epoch, r.problem, r.tasks, r.method, r.seed, r.kind, r.status, e.record"
+            "SELECT e.run_id, e.epoch, r.problem, r.tasks, r.method, r.seed, r.kind, r.status, e.record, r.host,"
+            " r.pid, r.process_start, r.heartbeat_at, r.updated_at"
             f" FROM epochs e JOIN runs r ON r.id = e.run_id{where} ORDER BY e.run_id, e.epoch",
             params,
         )
         base = ["run_id", "epoch", "problem", "tasks", "method", "seed", "kind", "status"]
         records = []
-        for row in rows:
+        for row in self._live(rows, wanted):
             record = {name: row[name] for name in base}
             flat: dict[str, Any] = {}
             for key, value in loads(row["record"]).items():
@@ -615,20 +782,36 @@ class ResultsStore:
         frame = pd.DataFrame(records, columns=None if records else [*base, "lr", "seconds", "val_delta_m"])
         return frame.astype({"lr": float, "seconds": float, "val_delta_m": float})
 
+    @staticmethod
+    def _live(rows: list[dict[str, Any]], wanted: set[str] | None) -> list[dict[str, Any]]:
+        """Rows joined with their run: ``status`` as reads report it, filtered to ``wanted``."""
+        statuses: dict[Any, str] = {}
+        kept = []
+        for row in rows:
+            if row["run_id"] not in statuses:
+                statuses[row["run_id"]] = run_status(row)
+            row["status"] = statuses[row["run_id"]]
+            if wanted is None or row["status"] in wanted:
+                kept.append(row)
+        return kept
+
     def test_metrics(self, **filters: Any) -> pd.DataFrame:
         """Long format (run_id, task, metric, value, selected_epoch) joined with the run's columns."""
         import pandas as pd
 
+        filters, wanted = self._split_status(filters)
         where, params = self._where(filters, "r")
         rows = self._query(
             "SELECT t.run_id, t.task, t.metric, t.value, t.selected_epoch, r.kind, r.problem, r.tasks, r.method,"
-            f" r.seed, r.status FROM test_metrics t JOIN runs r ON r.id = t.run_id{where}"
-            " ORDER BY t.run_id, t.task, t.metric",
+            " r.seed, r.status, r.host, r.pid, r.process_start, r.heartbeat_at, r.updated_at"
+            f" FROM test_metrics t JOIN runs r ON r.id = t.run_id{where} ORDER BY t.run_id, t.task, t.metric",
             params,
         )
         columns = ["run_id", "task", "metric", "value", "selected_epoch", "kind", "problem", "tasks", "method"]
         columns += ["seed", "status"]
-        frame = pd.DataFrame.from_records(rows, columns=columns)
+        frame = pd.DataFrame.from_records(
+            [{name: row[name] for name in columns} for row in self._live(rows, wanted)], columns=columns
+        )
         return frame.astype({"value": float})
 
     # --------------------------------------------------------------------------------- references
