@@ -2,9 +2,10 @@
 
 - :func:`min_norm_weights`: the minimum-norm point of the convex hull of the task gradients,
   ``argmin_{w in simplex} w^T G w`` with ``G = g g^T`` (Sener & Koltun 2018, eq. 3-4; MGDA, CAGrad's
-  inner problem, ...). Exact closed form for T = 2 (Sener & Koltun, Algorithm 1), Wolfe's finite
-  min-norm-point algorithm (Wolfe 1976) for T > 2 instead of their Frank-Wolfe iterations: it ends
-  at the exact optimum (up to rounding) in a handful of T x T solves.
+  inner problem, ...). Exact closed form for T = 2 (Sener & Koltun, Algorithm 1); for T > 2 an exact
+  finite active-set method instead of their Frank-Wolfe iterations (:func:`min_norm_point`:
+  Lawson-Hanson non-negative least squares, Wolfe's 1976 min-norm-point algorithm as the fallback),
+  scale-free and checked against the KKT conditions.
 - :func:`project_simplex`: Euclidean projection onto the probability simplex (Duchi et al. 2008).
 - :func:`gram`: ``G = g g^T`` (returned in float64), the only D-sized work the solvers need.
 - :func:`combine_rows`: the direction ``sum_i c_i g_i`` from coefficients found on the Gram matrix.
@@ -16,12 +17,21 @@ and dtype.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
+from scipy.optimize import nnls
 from torch import Tensor
 
 #: relative tolerance of Wolfe's stopping rule and of the positivity tests
 _TOLERANCE = 1e-12
+#: rounding level of the scaled Gram matrix (largest diagonal entry ~1) in Wolfe's stopping rule
+_ROUNDING = 4 * float(np.finfo(np.float64).eps)
+#: largest accepted backward error of the corral's KKT solve, relative to the system
+_RESIDUAL = 1e-12
+#: relative tolerance of the KKT certificate of a min-norm point (:func:`min_norm_certified`)
+_CERTIFICATE = 1e-9
 
 
 def gram(gradients: Tensor) -> Tensor:
@@ -72,9 +82,9 @@ def min_norm_2(g11: float, g12: float, g22: float) -> float:
 def min_norm_weights(gram_matrix: Tensor) -> Tensor:
     """Weights ``w`` (T,) on the simplex minimising ``w^T G w`` for a Gram matrix ``G`` (T, T).
 
-    T = 2 uses the closed form; T > 2 Wolfe's min-norm-point algorithm on ``G`` (affine minimisers
-    over a growing/shrinking "corral" of vertices), which is exact up to rounding. Degenerate input
-    (identical or zero gradients, rank-deficient ``G``) returns a valid simplex point.
+    T = 2 uses the closed form; T > 2 :func:`min_norm_point`, exact up to rounding whatever the
+    scale of ``G``. Degenerate input (identical or zero gradients, rank-deficient ``G``) returns a
+    valid simplex point.
     """
     if gram_matrix.ndim != 2 or gram_matrix.shape[0] != gram_matrix.shape[1]:
         raise ValueError(f"gram must be a square (T, T) matrix, got shape {tuple(gram_matrix.shape)}")
@@ -89,38 +99,109 @@ def min_norm_weights(gram_matrix: Tensor) -> Tensor:
     if n == 2:
         gamma = min_norm_2(float(G[0, 0]), float(G[0, 1]), float(G[1, 1]))
         return torch.tensor([gamma, 1.0 - gamma], dtype=dtype, device=device)
-    return _wolfe(G).to(device=device, dtype=dtype)
+    return torch.from_numpy(min_norm_point(G.numpy())).to(device=device, dtype=dtype)
+
+
+def _scaled(G: np.ndarray) -> np.ndarray | None:
+    """``G`` times the power of two that brings its largest diagonal entry into [0.5, 1) (exact in
+    floating point, so nothing downstream depends on the scale); None if that entry is not positive."""
+    top = float(np.diagonal(G).max())
+    if not math.isfinite(top) or top <= 0.0:
+        return None
+    return np.ldexp(G, -math.frexp(top)[1])
+
+
+def min_norm_certified(G: np.ndarray, w: np.ndarray) -> bool:
+    """KKT certificate of ``w`` as the min-norm point for a (scaled) Gram matrix ``G``.
+
+    ``w`` minimises ``w^T G w`` over the simplex iff ``(G w)_j >= w^T G w`` for every ``j``, with
+    equality on the support; both are tested relative to ``w^T G w`` (1e-9), plus the rounding level of
+    ``G`` (largest diagonal entry ~1).
+    """
+    products = G @ w
+    value = float(w @ products)
+    tolerance = _CERTIFICATE * max(value, 0.0) + _ROUNDING * G.shape[0]
+    return bool(value - float(products.min()) <= tolerance) and bool(np.abs(products[w > 0] - value).max() <= tolerance)
+
+
+def min_norm_point(G: np.ndarray) -> np.ndarray:
+    """``argmin_{w in simplex} w^T G w`` for a float64 Gram matrix ``G`` (T, T), exact and scale-free.
+
+    ``G`` is scaled by a power of two (:func:`_scaled`). With ``G = A^T A`` (Cholesky, or the
+    eigendecomposition where ``G`` is only semi-definite), the problem is the non-negative least
+    squares ``min_{u >= 0} ||A u||^2 + (1^T u - 1)^2`` (with ``u = s w``, its value
+    ``||A w||^2 / (1 + ||A w||^2)`` is increasing in the norm), solved by Lawson & Hanson's finite
+    active-set method (SciPy's ``nnls``; it is Wolfe's algorithm in other coordinates), and
+    ``w = u / 1^T u``. If its KKT certificate (:func:`min_norm_certified`) fails, Wolfe's algorithm
+    (:func:`_wolfe`) runs too and the better point is returned.
+    """
+    G = 0.5 * (np.asarray(G, dtype=np.float64) + np.asarray(G, dtype=np.float64).T)
+    n = G.shape[0]
+    Gs = _scaled(G)
+    if Gs is None:  # all points zero (or not finite): any vertex
+        w = np.zeros(n)
+        w[0] = 1.0
+        return w
+    system = np.empty((n + 1, n))
+    try:
+        system[:n] = np.linalg.cholesky(Gs).T
+    except np.linalg.LinAlgError:  # only semi-definite: any factor with A^T A = G will do
+        values, vectors = np.linalg.eigh(Gs)
+        system[:n] = np.sqrt(np.clip(values, 0.0, None))[:, None] * vectors.T
+    system[n] = 1.0
+    target = np.zeros(n + 1)
+    target[n] = 1.0
+    try:
+        u = nnls(system, target, maxiter=20 * n)[0]
+        total = float(u.sum())
+        w = u / total if total > 0.0 and math.isfinite(total) else None
+    except (RuntimeError, ValueError):  # iteration cap: leave it to Wolfe
+        w = None
+    if w is not None and min_norm_certified(Gs, w):
+        return w
+    v = _wolfe(Gs)
+    if w is None or float(v @ Gs @ v) <= float(w @ Gs @ w):
+        return v
+    return w
 
 
 def _affine_minimizer(G: np.ndarray, support: list[int]) -> np.ndarray:
-    """``argmin ||sum_S mu_i p_i||^2`` s.t. ``sum mu = 1`` over the affine hull of the support (KKT system)."""
+    """``argmin ||sum_S mu_i p_i||^2`` s.t. ``sum mu = 1`` over the affine hull of the support (KKT system).
+
+    ``G`` is scaled to a largest diagonal entry of about 1 (:func:`_wolfe`), so the bordered system is
+    well scaled; the exact solve is kept when its residual is small *relative* to the system
+    (backward-stable), else the minimum-norm least-squares solution is used (a singular corral).
+    """
     k = len(support)
-    system = np.zeros((k + 1, k + 1))
+    system = np.empty((k + 1, k + 1))
     system[:k, :k] = G[np.ix_(support, support)]
     system[:k, k] = 1.0
     system[k, :k] = 1.0
+    system[k, k] = 0.0
     rhs = np.zeros(k + 1)
     rhs[k] = 1.0
     try:
         solution = np.linalg.solve(system, rhs)
-        if np.all(np.isfinite(solution)) and np.linalg.norm(system @ solution - rhs) <= 1e-9:
-            return solution[:k]
+        if np.all(np.isfinite(solution)):
+            residual = float(np.abs(system @ solution - rhs).max())
+            size = float(np.abs(system).max()) * float(np.abs(solution).max()) + 1.0
+            if residual <= _RESIDUAL * size:
+                return solution[:k]
     except np.linalg.LinAlgError:
         pass
     # a (numerically) singular corral: the minimum-norm least-squares solution, as LAPACK's gelsd
     return np.linalg.lstsq(system, rhs, rcond=None)[0][:k]
 
 
-def _wolfe(G_tensor: Tensor, max_iterations: int = 1000) -> Tensor:
-    """Wolfe's (1976) min-norm point in the convex hull of points given by their Gram matrix.
+def _wolfe(G: np.ndarray, max_iterations: int = 1000) -> np.ndarray:
+    """Wolfe's (1976) min-norm point in the convex hull of points given by their Gram matrix ``G``.
 
-    Runs on T x T float64 NumPy arrays (microseconds per iteration for T of a few tens).
+    Expects ``G`` scaled to a largest diagonal entry of about 1 (:func:`_scaled`); every test is
+    relative (the corral's KKT solve, the stopping rule). Runs on T x T float64 NumPy arrays
+    (microseconds per iteration).
     """
-    G = G_tensor.numpy()
     n = G.shape[0]
-    diagonal = np.diagonal(G)
-    scale = max(float(diagonal.max()), 1e-300)
-    start = int(diagonal.argmin())
+    start = int(np.diagonal(G).argmin())
     weights = np.zeros(n)
     weights[start] = 1.0
     support = [start]
@@ -128,8 +209,8 @@ def _wolfe(G_tensor: Tensor, max_iterations: int = 1000) -> Tensor:
         products = G @ weights  # p_j . x for every vertex j
         norm2 = float(weights @ products)
         j = int(products.argmin())
-        # stop: no vertex improves on x (Wolfe's criterion, relative to the largest squared norm)
-        if norm2 - float(products[j]) <= _TOLERANCE * scale or j in support:
+        # stop: no vertex improves on x (Wolfe's criterion, relative to ||x||^2 and to the rounding of G)
+        if norm2 - float(products[j]) <= _TOLERANCE * norm2 + _ROUNDING * n or j in support:
             break
         support.append(j)
         while True:  # minor cycle
@@ -155,7 +236,7 @@ def _wolfe(G_tensor: Tensor, max_iterations: int = 1000) -> Tensor:
             outside[support] = False
             weights[outside] = 0.0
     weights = np.clip(weights, 0.0, None)
-    return torch.from_numpy(weights / weights.sum())
+    return weights / weights.sum()
 
 
 def project_simplex(v: Tensor, total: float = 1.0) -> Tensor:

@@ -9,7 +9,7 @@ tens), so the cost per training step is microseconds to a millisecond, independe
 - :func:`nash_ccp`: Nash-MTL's sequence of convex approximations (Navon et al. 2022, section 3.3 and
   the reference ``NashMTL.solve_optimization``), each convex sub-problem solved exactly (see there).
 - :func:`cagrad_weights`: CAGrad's dual ``min_{w in simplex} w^T K b + c ||g_0|| sqrt(w^T K w)``
-  (Liu et al. 2021, eq. 4): closed form for T = 2, an exact active-set method otherwise (Wolfe's
+  (Liu et al. 2021, eq. 4): closed form for T = 2, an exact active-set method otherwise (the exact
   min-norm point of shifted gradients + a closed form on the support, KKT-certified; SLSQP, as the
   reference, only where it cannot certify).
 - :func:`dual_cone_weights`: UPGrad's projections onto the dual cone, ``min_v v^T G v s.t. v >= u``
@@ -21,10 +21,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 from scipy.optimize import minimize, nnls
 
-from mtlbench.methods.solvers import _wolfe  # exact min-norm point (Wolfe 1976), shared with MGDA
+from mtlbench.methods.solvers import min_norm_point  # exact min-norm point, shared with MGDA
 
 __all__ = ["cagrad_weights", "ccp_subproblem", "dual_cone_weights", "nash_ccp", "power_balance"]
 
@@ -368,7 +367,7 @@ def _cagrad_active_set(K: np.ndarray, a: np.ndarray, C: float, max_iterations: i
     At the optimum, with ``lambda = C / ||g_w||``, ``w`` also minimises the quadratic
     ``w^T a + lambda/2 w^T K w`` over the simplex (same KKT conditions), i.e. it is the min-norm point
     of the hull of the shifted gradients ``g_i + g_0 / lambda`` (Gram matrix
-    ``K + (a 1^T + 1 a^T) / lambda + b^T K b / lambda^2``), found exactly by Wolfe's algorithm. Its
+    ``K + (a 1^T + 1 a^T) / lambda + b^T K b / lambda^2``), found exactly (:func:`min_norm_point`). Its
     support gives the closed form (:func:`_cagrad_support`); ``lambda`` is updated from the new
     point until that closed form satisfies the KKT conditions (to 1e-9 relative). Otherwise None,
     and the caller falls back to SLSQP.
@@ -386,7 +385,7 @@ def _cagrad_active_set(K: np.ndarray, a: np.ndarray, C: float, max_iterations: i
             return None
         lam = C / norm
         shifted = K + (a[:, None] + a[None, :]) / lam + g0_norm2 / lam**2
-        v = _wolfe(torch.from_numpy(0.5 * (shifted + shifted.T))).numpy()
+        v = min_norm_point(shifted)
         support = [i for i in range(n) if v[i] > 1e-12]
         key = tuple(support)
         if key not in tried:
