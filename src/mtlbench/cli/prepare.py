@@ -1,4 +1,4 @@
-"""``mtlbench data prepare cityscapes --raw PATH``: convert a user's licensed Cityscapes copy into the cache."""
+"""``mtlbench data prepare cityscapes|celeba --raw PATH``: convert a user's licensed copy into the cache."""
 
 from __future__ import annotations
 
@@ -10,17 +10,18 @@ import typer
 from mtlbench.cli.app import data_app
 from mtlbench.errors import UserInputError
 
-PREPARABLE = ("cityscapes",)
+PREPARABLE = ("cityscapes", "celeba")
 
 
 @data_app.command("prepare")
 def prepare(
-    dataset: Annotated[str, typer.Argument(help="Dataset to prepare: cityscapes.")],
+    dataset: Annotated[str, typer.Argument(help="Dataset to prepare: cityscapes, celeba.")],
     raw: Annotated[
         Path | None,
         typer.Option(
             "--raw",
-            help="Folder with leftImg8bit/, gtFine/ and disparity/ (raw Cityscapes), or MTAN's train/ and val/ arrays.",
+            help="Folder with leftImg8bit/, gtFine/ and disparity/ (raw Cityscapes), or MTAN's train/ and val/ "
+            "arrays; for celeba the release with Img/, Anno/ and Eval/ (or torchvision's flat celeba/).",
         ),
     ] = None,
     resolution: Annotated[
@@ -45,6 +46,9 @@ def prepare(
             else ""
         )
         raise UserInputError(f"cannot prepare {dataset!r}{hint}; choose one of: {', '.join(PREPARABLE)}")
+    if dataset == "celeba":
+        _prepare_celeba(raw, resolution, force, workers, limit)
+        return
     if raw is None:
         raise UserInputError(
             "data prepare cityscapes needs --raw PATH: the folder with leftImg8bit/, gtFine/ and disparity/ "
@@ -61,4 +65,26 @@ def prepare(
         typer.echo(message, err=True)
 
     summary = cityscapes.prepare(raw, resolutions, force=force, workers=workers, limit=limit, progress=progress)
+    typer.echo(summary)
+
+
+def _prepare_celeba(
+    raw: Path | None, resolution: list[str] | None, force: bool, workers: int | None, limit: int | None
+) -> None:
+    from mtlbench.data import celeba
+
+    if raw is None:
+        raise UserInputError(
+            "data prepare celeba needs --raw PATH: the folder with Img/img_align_celeba/ (or img_align_celeba_png/), "
+            "Anno/list_attr_celeba.txt and Eval/list_eval_partition.txt"
+        )
+    if resolution:
+        raise UserInputError(f"--resolution {resolution[0]} is not used by celeba (003's 64x64 is fixed)")
+    if limit is not None and limit < 1:
+        raise UserInputError(f"--limit {limit} must be at least 1")
+    if workers is not None and workers < 1:
+        raise UserInputError(f"--workers {workers} must be at least 1")
+    summary = celeba.prepare(
+        raw, force=force, workers=workers, limit=limit, progress=lambda message: typer.echo(message, err=True)
+    )
     typer.echo(summary)
