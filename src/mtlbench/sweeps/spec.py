@@ -198,6 +198,11 @@ def _load_raw(name_or_path: str | Path, relative_to: Path | None, chain: tuple[s
     return deep_merge(base, child), source
 
 
+def load_raw_spec(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
+    """(raw data with ``extends`` resolved, source label) of a spec file or built-in name (for studies)."""
+    return _load_raw(name_or_path, None, ())
+
+
 def load_spec(name_or_path: str | Path, scale: str | None = None) -> SweepSpec:
     """Read a sweep file (or built-in spec name), resolve ``extends``, apply ``scale`` and check its structure."""
     raw, source = _load_raw(name_or_path, None, ())
