@@ -11,7 +11,11 @@ criterion. The update is their sum, ``d = G_hat 1 = sum_i alpha_i g_i`` with
 ``alpha = sigma V Lambda^(-1/2) V^T 1``. The scale ``sigma`` follows the reference ``ProcrustesSolver``
 (``SamsungLabs/MTL``, ``scale_mode``): ``min`` (default) ``sqrt(lambda_R)``, the smallest kept
 eigenvalue; ``median`` ``sqrt(median lambda)`` (torch's lower median); ``rmse`` ``sqrt(mean lambda)``.
-Eigenvalues at or below ``lambda_max * T * eps`` (eps of the gradients' dtype) are dropped, as there.
+Eigenvalues at or below ``lambda_max * T * eps`` are dropped, as there, with the reference's
+``eps = torch.finfo().eps`` (the default dtype's: float32), or that of the gradients or losses where
+they are coarser (half precision). It does not follow the dtype of what :meth:`combine` is handed: on
+the Gramian engine path that is a float64 factor of a Gram matrix of float32 gradients, whose rounding
+noise a float64 eps would keep as a direction (issue 12).
 
 The sum (not the mean) of the aligned gradients is the reference's update, so orthogonal gradients
 of equal norm give weights all ones (mtlbench's scale). Heads get their own plain gradient (the
@@ -55,6 +59,13 @@ def alignment_matrix(K: Tensor, scale_mode: str = "min", eps: float | None = Non
     return W, eigenvalues
 
 
+def rank_eps(gradients: Tensor, losses: Tensor | None = None) -> float:
+    """The eps of the rank tolerance: float32's (the reference's ``torch.finfo().eps``), or the coarser
+    one of the gradients' or the losses' dtype (the losses carry the model's precision on the Gramian path)."""
+    dtypes = [t.dtype for t in (gradients, losses) if t is not None and t.dtype.is_floating_point]
+    return max([torch.finfo(torch.float32).eps, *(torch.finfo(d).eps for d in dtypes)])
+
+
 @register_method
 class AlignedMTL(GradientMethod):
     """Sum of the gradients aligned to a condition number of 1 (Senushkin et al. 2023, eqs. 6-9)."""
@@ -88,8 +99,7 @@ class AlignedMTL(GradientMethod):
         generator: torch.Generator | None = None,
     ) -> Aggregation:
         K = gram(gradients)
-        eps = torch.finfo(gradients.dtype).eps if gradients.dtype.is_floating_point else None
-        W, eigenvalues = alignment_matrix(K, self.hparams["scale_mode"], eps)
+        W, eigenvalues = alignment_matrix(K, self.hparams["scale_mode"], rank_eps(gradients, losses))
         if eigenvalues.numel() == 0:  # all gradients zero: any weights give the zero direction
             weights = torch.ones(gradients.shape[0], dtype=gradients.dtype, device=gradients.device)
             return Aggregation(torch.zeros_like(gradients[0]), weights, state, {})
