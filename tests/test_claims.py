@@ -148,6 +148,21 @@ def test_combine_all_and_any() -> None:
     assert claims.combine({"a": n, "b": h}, require="any").verdict == HOLDS
     assert claims.combine({"a": n, "b": n}, require="any").verdict == DOES_NOT_HOLD
     assert claims.combine({}).verdict == INCONCLUSIVE
+    assert claims.combine({"a": h, "b": h, "c": n}, require="majority").verdict == HOLDS
+    assert claims.combine({"a": h, "b": n, "c": n}, require="majority").verdict == DOES_NOT_HOLD
+    assert claims.combine({"a": h, "b": i, "c": i}, require="majority").verdict == INCONCLUSIVE
+
+
+def test_family_effects_per_comparison() -> None:
+    rng = np.random.default_rng(6)
+    base = rng.normal(0, 1, 3)
+    noisy = {
+        "x": (_seeds(base + rng.normal(0, 1, 3)), _seeds(base)),
+        "y": (_seeds(base + rng.normal(0, 1, 3)), _seeds(base)),
+    }
+    family = claims.check_family(noisy, claim="difference", effect=0.01, effects={"y": 100.0})
+    assert family["x"].verdict == INCONCLUSIVE  # a tiny effect: no power
+    assert family["y"].power > family["x"].power
 
 
 def test_margin_must_be_positive() -> None:

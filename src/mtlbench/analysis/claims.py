@@ -251,8 +251,12 @@ def check_family(
     margin: float | None = None,
     kind: Equivalence = "not_greater",
     alpha: float = 0.05,
+    effects: Mapping[str, float] | None = None,
 ) -> dict[str, Check]:
-    """Check several comparisons of one claim (e.g. every method against Unit. Scal.), Holm-adjusted."""
+    """Check several comparisons of one claim (e.g. every method against Unit. Scal.), Holm-adjusted.
+
+    ``effects`` gives a comparison its own effect size (e.g. the paper's difference for that method);
+    the others use ``effect``."""
     raw: dict[str, float] = {}
     for name, (a, b) in comparisons.items():
         if claim == "difference":
@@ -267,19 +271,28 @@ def check_family(
     for name, (a, b) in comparisons.items():
         p = adjusted[name] if math.isfinite(adjusted[name]) else None
         if claim == "difference":
-            out[name] = check_difference(a, b, alternative=alternative, effect=effect, alpha=alpha, p_adjusted=p)
+            size = (effects or {}).get(name, effect)
+            out[name] = check_difference(a, b, alternative=alternative, effect=size, alpha=alpha, p_adjusted=p)
         else:
             out[name] = check_equivalence(a, b, margin=margin, kind=kind, alpha=alpha, p_adjusted=p)
     return out
 
 
-def combine(checks: Mapping[str, Check], *, require: Literal["all", "any"] = "all") -> Check:
+def combine(checks: Mapping[str, Check], *, require: Literal["all", "any", "majority"] = "all") -> Check:
     """One verdict from several: ``all`` -- holds when every check holds, does not hold when any does not;
-    ``any`` -- holds when any holds, does not hold when all do not. Otherwise inconclusive."""
+    ``any`` -- holds when any holds, does not hold when all do not; ``majority`` -- holds when more than half
+    hold, does not hold when at least half do not. Otherwise inconclusive."""
     verdicts = [c.verdict for c in checks.values()]
     if not verdicts:
         return Check(INCONCLUSIVE, "nothing to compare")
     detail = "; ".join(f"{name}: {c.verdict}" for name, c in checks.items())
+    if require == "majority":
+        holds, fails = verdicts.count(HOLDS), verdicts.count(DOES_NOT_HOLD)
+        if 2 * holds > len(verdicts):
+            return Check(HOLDS, detail)
+        if 2 * fails >= len(verdicts):
+            return Check(DOES_NOT_HOLD, detail)
+        return Check(INCONCLUSIVE, detail)
     if require == "all":
         if all(v == HOLDS for v in verdicts):
             return Check(HOLDS, detail)

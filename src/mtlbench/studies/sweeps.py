@@ -30,6 +30,10 @@ def study_spec(spec: str, scale: str, overlay: Mapping[str, Any] | None = None, 
         raw = {k: v for k, v in raw.items() if k != "scales"}
     if overlay:
         raw = deep_merge(raw, overlay)
+    if "methods" in (overlay or {}):  # a scale that runs fewer methods drops the others' grids and parameters
+        for key in ("method_grids", "method_params"):
+            if isinstance(raw.get(key), dict):
+                raw[key] = {m: v for m, v in raw[key].items() if m in raw["methods"]}
     if name is not None:
         raw["name"] = name
     return parse_spec(raw, source=f"{source} ({scale} scale of the study)")
