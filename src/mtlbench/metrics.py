@@ -2,6 +2,14 @@
 
 Delta_m = 1/N sum_i 1/M_i sum_j (-1)^{l_ij} (M_smt,ij - M_b,ij) / M_b,ij, in percent, higher is
 better (l_ij = 1 where lower is better). MR = 1/N sum_i 1/M_i sum_j R_ij, rank 1 = best.
+
+Two aggregations of the same relative changes (:data:`DELTA_M_VARIANTS`), both in percent with 000's
+sign (higher is better; our sign never flips):
+
+- ``delta_m`` (000 eq. 1, the canonical stored value): per task, then over tasks;
+- ``delta_m_metrics``: the plain mean over all K = sum_i M_i metrics, as 001, nash-mtl and FAMO
+  aggregate (they report its negation, the "drop", lower is better). The two agree when every task
+  has the same number of metrics.
 """
 
 from __future__ import annotations
@@ -46,6 +54,19 @@ def delta_m(metrics: TaskMetrics, reference: TaskMetrics, directions: Directions
     if not changes:
         raise UserInputError("Delta_m needs at least one task")
     return float(np.mean([np.mean(list(task.values())) for task in changes.values()]))
+
+
+def delta_m_metrics(metrics: TaskMetrics, reference: TaskMetrics, directions: Directions) -> float:
+    """The per-metric variant, in percent: the mean over all metrics (of all tasks) of the relative change."""
+    changes = relative_changes(metrics, reference, directions)
+    values = [value for task in changes.values() for value in task.values()]
+    if not values:
+        raise UserInputError("Delta_m needs at least one metric")
+    return float(np.mean(values))
+
+
+#: name -> function(metrics, reference, directions) of the Delta_m aggregations mtlbench stores
+DELTA_M_VARIANTS = {"delta_m": delta_m, "delta_m_metrics": delta_m_metrics}
 
 
 def delta_m_from_changes(changes: Mapping[str, Sequence[float]]) -> float:

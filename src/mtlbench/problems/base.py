@@ -102,13 +102,18 @@ class Batch:
 
 @dataclass(frozen=True)
 class ProblemOption:
-    """A configuration option of a problem (it changes the numbers, so it keys the references)."""
+    """A configuration option of a problem (it changes the numbers, so it keys the references).
+
+    ``keyed_at_default`` False leaves the option out of :meth:`Problem.reference_config` while it has
+    its default value: an option added later keeps the stored references' keys valid.
+    """
 
     name: str
     default: Any
     doc: str
     parse: Callable[[str], Any] = str
     choices: tuple[Any, ...] | None = None
+    keyed_at_default: bool = True
 
     def coerce(self, value: Any, problem: str) -> Any:
         try:
@@ -138,13 +143,53 @@ class TrainingDefaults:
     grids: Mapping[str, Sequence[Any]] = field(default_factory=dict)
 
 
+def task_splits(text: str, available: Sequence[str]) -> list[list[str]]:
+    """Every way of reading ``text`` as known task names joined by ``_`` (names may contain ``_``).
+
+    ``task_splits("CL_RR", ["CL", "RR"]) == [["CL", "RR"]]``; CelebA's ``5_o_Clock_Shadow_Bald`` reads as
+    ``["5_o_Clock_Shadow", "Bald"]``. More than one reading means the string is ambiguous.
+    """
+    known = set(available)
+    parts = text.split("_")
+    # readings[i]: the readings of parts[i:] (built from the end: O(len(parts)^2) joins)
+    readings: list[list[list[str]]] = [[] for _ in range(len(parts))] + [[[]]]
+    for start in range(len(parts) - 1, -1, -1):
+        for stop in range(start + 1, len(parts) + 1):
+            name = "_".join(parts[start:stop])
+            if name in known:
+                readings[start].extend([name, *rest] for rest in readings[stop])
+    return readings[0]
+
+
 def parse_task_names(spec: str | Sequence[str], available: Sequence[str], problem: str) -> list[str]:
-    """Parse ``CL_RR`` (or a list, or ``all``) into task names, checking each against ``available``."""
-    names = spec.split("_") if isinstance(spec, str) else list(spec)
-    if names == ["all"]:
-        return list(available)
+    """Task names from ``all``, a list, a comma-separated string (``CL,RR``) or an ``_``-joined one (``CL_RR``).
+
+    An ``_``-joined string is split by matching the problem's known task names, which may themselves
+    contain ``_`` (CelebA's ``5_o_Clock_Shadow``); a string with two readings is an error that lists
+    them (use commas then). Each name is checked against ``available``.
+    """
+    if isinstance(spec, str):
+        text = spec.strip()
+        if text == "all":
+            return list(available)
+        if "," in text:
+            names = [name.strip() for name in text.split(",")]
+        elif text in available:
+            names = [text]
+        else:
+            readings = task_splits(text, available) if text else []
+            if len(readings) > 1:
+                shown = "; ".join(",".join(reading) for reading in readings)
+                raise UserInputError(
+                    f"{problem}: task list {spec!r} is ambiguous: it reads as {shown}; separate the names with ','"
+                )
+            names = readings[0] if readings else text.split("_")
+    else:
+        names = list(spec)
+        if names == ["all"]:
+            return list(available)
     if not names or any(not name for name in names):
-        raise UserInputError(f"{problem}: task list {spec!r} is empty or malformed; use names joined by '_'")
+        raise UserInputError(f"{problem}: task list {spec!r} is empty or malformed; use names joined by '_' or ','")
     for name in names:
         if name not in available:
             raise unknown(f"task of {problem}", name, available)
@@ -181,7 +226,7 @@ class Problem(ABC):
     @classmethod
     @abstractmethod
     def available_tasks(cls) -> dict[str, Task]:
-        """Every task the problem defines, by name (names contain no underscore)."""
+        """Every task the problem defines, by name (a name may contain ``_``: task lists are split by matching)."""
 
     @abstractmethod
     def prepare(self) -> None:
@@ -209,7 +254,8 @@ class Problem(ABC):
 
     def reference_config(self) -> dict[str, Any]:
         """The problem configuration that single-task references are keyed by (tasks excluded)."""
-        return {"problem": self.name, **self.option_values}
+        unkeyed = {o.name for o in self.options if not o.keyed_at_default and self.option_values[o.name] == o.default}
+        return {"problem": self.name, **{k: v for k, v in self.option_values.items() if k not in unkeyed}}
 
     def with_tasks(self, tasks: Sequence[str]) -> Problem:
         """The same problem instance restricted to other tasks (used for single-task references)."""

@@ -17,6 +17,13 @@ from mtlbench.problems.base import parse_task_names
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("exponential", "plateau", "step", "none")
 RUN_KINDS = ("multi_task", "reference")
+#: the objective scale of a run: the sum of the losses, or every gradient of the step divided by T
+#: (``mean``), or only the shared parameters' gradient divided by T (``mean_shared``, 000's CAGrad)
+OBJECTIVES = ("sum", "mean", "mean_shared")
+#: what ReduceLROnPlateau monitors (see RunConfig)
+PLATEAU_MONITORS = ("train_loss", "last_batch", "val_loss", "val_delta_m")
+#: fields dropped from :meth:`RunConfig.to_dict` while at these defaults (so stored runs keep their hashes)
+HASH_OMITTED_DEFAULTS: dict[str, Any] = {"grad_metrics_every": 0, "objective": "sum", "selection": "delta_m"}
 
 
 @dataclass
@@ -24,9 +31,18 @@ class RunConfig:
     """Everything that defines a run. ``None`` fields take the problem's defaults in :meth:`resolved`.
 
     ``scheduler`` 'exponential' is ExponentialLR(gamma) stepped each epoch; 'plateau' is
-    ReduceLROnPlateau(factor=scheduler_gamma, patience 5, min_lr 1e-5) monitoring
-    ``plateau_monitor`` ('train_loss': the summed training loss, as Gama's code; 'val_loss': the summed
-    validation loss, as nash-mtl); 'step' is StepLR(step_size, gamma); 'none' keeps the lr constant.
+    ReduceLROnPlateau(factor=scheduler_gamma, patience 5, min_lr 1e-5) monitoring ``plateau_monitor``:
+    'train_loss' the summed training loss averaged over the epoch; 'last_batch' the summed training
+    loss of the epoch's last mini-batch (Gama's code, 000); 'val_loss' the summed validation loss;
+    'val_delta_m' minus the validation Delta_m (nash-mtl's QM9 trainer; needs a reference). 'step' is
+    StepLR(step_size, gamma); 'none' keeps the lr constant.
+
+    ``objective`` 'sum' (default) trains on the sum of the losses; 'mean' divides every gradient the
+    step writes into the main optimizer (shared parameters, heads, method parameters such as UW's)
+    by T after the method's combination and any clipping, reported weights unchanged; 'mean_shared'
+    divides only the shared parameters' gradient. ``selection`` is a rule of
+    :mod:`mtlbench.training.selection` (default ``delta_m``). Single-task runs always train on
+    'sum' (the same numbers at T = 1) and references always select per metric.
     """
 
     problem: str
@@ -52,6 +68,8 @@ class RunConfig:
     eval_batch_size: int | None = None
     #: record gradient diagnostics every N steps of an epoch (0 = off); see mtlbench.training.diagnostics
     grad_metrics_every: int = 0
+    objective: str = "sum"
+    selection: str = "delta_m"
 
     def resolved(self) -> RunConfig:
         """A copy with the problem's defaults filled in, the device and threads fixed, and all values checked."""
@@ -82,7 +100,17 @@ class RunConfig:
             threads=torch.get_num_threads() if self.threads is None else self.threads,
         )
         config.eval_batch_size = config.eval_batch_size or max(config.batch_size, 256)
+        if len(tasks) == 1 and config.objective in OBJECTIVES:
+            config.objective = "sum"  # at T = 1 every scale gives the same numbers: one hash
+        if config.kind == "reference":
+            config.selection = "delta_m"  # references select per metric whatever the run's rule
         config._check()
+        if config.selection != "delta_m":
+            from mtlbench.training.selection import check_metric, parse_selection
+
+            catalog = problem_cls.available_tasks()
+            directions = {t: {m.name: m.higher_is_better for m in catalog[t].metrics} for t in tasks}
+            check_metric(parse_selection(config.selection), directions, self.problem)
         return config
 
     def _check(self) -> None:
@@ -101,21 +129,27 @@ class RunConfig:
             (self.kind in RUN_KINDS, f"kind={self.kind!r}; choose one of: {', '.join(RUN_KINDS)}"),
             (self.grad_metrics_every >= 0, f"grad_metrics_every={self.grad_metrics_every!r} must be >= 0 (0 = off)"),
             (
-                self.plateau_monitor in ("train_loss", "val_loss"),
-                f"plateau_monitor={self.plateau_monitor!r}; choose one of: train_loss, val_loss",
+                self.plateau_monitor in PLATEAU_MONITORS,
+                f"plateau_monitor={self.plateau_monitor!r}; choose one of: {', '.join(PLATEAU_MONITORS)}",
             ),
+            (self.objective in OBJECTIVES, f"objective={self.objective!r}; choose one of: {', '.join(OBJECTIVES)}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UserInputError(message)
+        from mtlbench.training.selection import parse_selection
+
+        parse_selection(self.selection)
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as plain data (hashed by the store); ``grad_metrics_every`` appears only when on,
-        so that runs without diagnostics keep the hashes they had before the field existed."""
+        """The config as plain data (hashed by the store). Fields added after runs were stored
+        (:data:`HASH_OMITTED_DEFAULTS`: ``grad_metrics_every``, ``objective``, ``selection``) appear only
+        when they differ from their defaults, so that stored runs keep their hashes."""
         data = dataclasses.asdict(self)
         data["tasks"] = list(self.tasks)
-        if not data["grad_metrics_every"]:
-            del data["grad_metrics_every"]
+        for name, default in HASH_OMITTED_DEFAULTS.items():
+            if data[name] == default:
+                del data[name]
         return data
 
     @classmethod

@@ -25,7 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from mtlbench.errors import MissingDataError, MtlbenchError, RunFailedError, UserInputError
 from mtlbench.methods import Method, StepResult, TrainingContext, create
-from mtlbench.metrics import delta_m
+from mtlbench.metrics import delta_m, delta_m_metrics
 from mtlbench.models.base import MultiTaskModel
 from mtlbench.optim import fused_supported
 from mtlbench.problems import create_problem
@@ -35,6 +35,8 @@ from mtlbench.training.allocator import tune_allocator
 from mtlbench.training.config import RunConfig
 from mtlbench.training.diagnostics import GradientDiagnostics
 from mtlbench.training.evaluation import Metrics, evaluate, metric_directions
+from mtlbench.training.objective import apply_objective, objective_factor, scaled_parameters
+from mtlbench.training.selection import epoch_score, mean_test_metrics, parse_selection
 
 CHECKPOINT_VERSION = 1
 
@@ -49,6 +51,11 @@ class RunResult:
     best_epoch: int | None = None
     val_delta_m: float | None = None
     test_delta_m: float | None = None
+    #: the per-metric Delta_m variant (mean over all metrics; :func:`mtlbench.metrics.delta_m_metrics`)
+    val_delta_m_metrics: float | None = None
+    test_delta_m_metrics: float | None = None
+    #: the selection rule saw the test split (``last_test_epochs``, ``best_test``)
+    test_selected: bool = False
     test_metrics: Metrics = field(default_factory=dict)
     #: reference runs: task -> metric -> {"epoch", "val", "test"}
     selected: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
@@ -119,6 +126,11 @@ class Session:
         self.method = method.to(device)
         parameters = [p for p in model.parameters() if p.requires_grad and not _is_adapter(model, p)]
         self.optimizer = build_optimizer(config, [*parameters, *method.parameters()])
+        #: ``config.objective``: gradients rescaled after the method's backward (training/objective.py)
+        self._objective_factor = objective_factor(config.objective, len(problem.tasks))
+        self._objective_parameters = scaled_parameters(
+            config.objective, model.shared_parameters(), [*parameters, *method.parameters()]
+        )
         self.scheduler = build_scheduler(config, self.optimizer)
         self.shared = model.shared_parameters()
         self.heads = model.task_parameters()
@@ -147,13 +159,16 @@ class Session:
         outputs = self.model(batch.inputs)
         return torch.stack([task.loss(outputs[task.name], batch.targets[task.name]) for task in self.problem.tasks])
 
-    def next_validation_batch(self) -> Any:
-        """An endless stream of shuffled validation batches (Auto-Lambda's meta step)."""
+    def next_validation_batch(self, batch_size: int | None = None) -> Any:
+        """An endless stream of shuffled validation batches (Auto-Lambda's meta step); ``batch_size``
+        defaults to the training batch size (a new size starts a new pass)."""
+        size = batch_size or self.config.batch_size
+        if getattr(self, "_val_batch_size", size) != size:
+            self._val_batches = None
+        self._val_batch_size = size
         while True:
             if self._val_batches is None:
-                self._val_batches = self.problem.batches(
-                    "val", self.config.batch_size, shuffle=True, generator=self.data_generator
-                )
+                self._val_batches = self.problem.batches("val", size, shuffle=True, generator=self.data_generator)
             try:
                 return next(self._val_batches).to(self.device)
             except StopIteration:
@@ -171,6 +186,7 @@ class Session:
         if self.diagnostics is not None:
             self.diagnostics.observe(losses, outputs, batch, self.problem.tasks, self.shared)
         result = self.method.backward(losses, self.shared, features=features, task_parameters=self.heads)
+        apply_objective(self._objective_parameters, self._objective_factor)
         self.optimizer.step()
         if self.method.needs_extra_forward:
             self.method.after_step(_no_grad(lambda: self.compute_losses(batch)))
@@ -266,6 +282,10 @@ class Trainer:
                     "best_epoch": result.best_epoch,
                     "val_delta_m": result.val_delta_m,
                     "test_delta_m": result.test_delta_m,
+                    "val_delta_m_metrics": result.val_delta_m_metrics,
+                    "test_delta_m_metrics": result.test_delta_m_metrics,
+                    "selection": config.selection,
+                    "test_selected": result.test_selected,
                     "seconds": result.seconds,
                     "counters": result.counters,
                     "selected": result.selected,
@@ -287,6 +307,7 @@ class Trainer:
         directions = metric_directions(problem)
         tasks = problem.tasks
         is_reference = config.kind == "reference"
+        rule = parse_selection(config.selection)
 
         state: dict[str, Any] = {"epoch": 0, "history": [], "best": None, "best_per_metric": {}}
         self._maybe_resume(state, model, method, optimizer, scheduler, data_generator)
@@ -312,6 +333,7 @@ class Trainer:
                 except RunFailedError as error:
                     raise RunFailedError(f"{error} at epoch {epoch}, step {steps}") from None
                 loss_sums += losses * batch.size
+                last_losses = losses  # the plateau monitor 'last_batch' (000's code)
                 examples += batch.size
                 steps += 1
                 self._emit({"event": "step", "step": steps})
@@ -336,14 +358,16 @@ class Trainer:
             if not all(math.isfinite(v) for v in val_losses.values()):
                 raise RunFailedError(f"non-finite validation loss at epoch {epoch}: {val_losses}")
             val_dm = delta_m(val_metrics, references["val"], directions) if references["val"] else None
+            val_dmm = delta_m_metrics(val_metrics, references["val"], directions) if references["val"] else None
             lr_now = optimizer.param_groups[0]["lr"]
-            self._step_scheduler(scheduler, train_losses, val_losses)
+            self._step_scheduler(scheduler, train_losses, val_losses, last_losses=last_losses, val_delta_m=val_dm)
             record = {
                 "epoch": epoch,
                 "train_losses": dict(zip(problem.task_names, train_losses.tolist(), strict=True)),
                 "val_metrics": val_metrics,
                 "val_losses": val_losses,
                 "val_delta_m": val_dm,
+                "val_delta_m_metrics": val_dmm,
                 "weights": (
                     dict(zip(problem.task_names, (weight_sums / weight_steps).tolist(), strict=True))
                     if weight_steps
@@ -358,13 +382,15 @@ class Trainer:
             }
             if session.diagnostics is not None:
                 record["extra"]["grad"] = session.diagnostics.summary()
+            if not is_reference and rule.evaluates_test_at(epoch, config.epochs):  # test-selected rules
+                record.update(self._test_record(model, problem, references, directions))
             state["history"].append(record)
             if self.store is not None:
                 self.store.add_epoch(run_id, epoch, record)
-            if is_reference:
+            if is_reference or rule.kind == "per_metric":
                 self._update_per_metric(state, record, model, directions)
-            else:
-                self._update_best(state, record, model, method)
+            elif rule.kind != "last_test_epochs":
+                self._update_best(state, record, model, method, rule, directions)
             state["epoch"] = epoch + 1
             self._save_last(state, model, method, optimizer, scheduler, data_generator)
             self._emit({"event": "epoch_end", "epochs": config.epochs, **record})
@@ -376,13 +402,33 @@ class Trainer:
             self.progress(event)
 
     # --- selection -----------------------------------------------------------------------------
-    def _update_best(self, state: dict, record: dict, model: MultiTaskModel, method: Method) -> None:
-        score = record["val_delta_m"]
+    def _test_record(
+        self, model: MultiTaskModel, problem: Problem, references: dict[str, Metrics | None], directions: dict
+    ) -> dict[str, Any]:
+        """The test numbers of this epoch, for the test-selected rules (last_test_epochs, best_test)."""
+        metrics, losses = evaluate(model, problem, "test", batch_size=self.config.eval_batch_size, device=self.device)
+        ref = references["test"]
+        return {
+            "test_metrics": metrics,
+            "test_losses": losses,
+            "test_delta_m": delta_m(metrics, ref, directions) if ref else None,
+            "test_delta_m_metrics": delta_m_metrics(metrics, ref, directions) if ref else None,
+        }
+
+    def _update_best(
+        self, state: dict, record: dict, model: MultiTaskModel, method: Method, rule: Any, directions: dict
+    ) -> None:
+        score = epoch_score(rule, record, directions)
         if score is None:
-            score = -sum(record["val_losses"].values())
+            score = -math.inf  # an epoch the rule cannot score is chosen only if no epoch can be
         best = state["best"]
         if best is None or score > best["score"]:
-            state["best"] = {"score": score, "epoch": record["epoch"], "val_delta_m": record["val_delta_m"]}
+            state["best"] = {
+                "score": score,
+                "epoch": record["epoch"],
+                "val_delta_m": record["val_delta_m"],
+                "val_delta_m_metrics": record.get("val_delta_m_metrics"),
+            }
             model_state = _cpu_state(model)
             state["best_model"] = model_state
             if self.checkpoint_dir is not None:
@@ -422,7 +468,8 @@ class Trainer:
     ) -> RunResult:
         config = self.config
         result = RunResult(config, "completed", history=state["history"], counters=dict(method.counters))
-        if config.kind == "reference":
+        rule = parse_selection(config.selection)
+        if config.kind == "reference" or rule.kind == "per_metric":
             evaluated: dict[int, Metrics] = {}
             for key, chosen in state["best_per_metric"].items():
                 task, metric = key.split("/", 1)
@@ -439,23 +486,62 @@ class Trainer:
                     "test": test_value,
                 }
                 result.test_metrics.setdefault(task, {})[metric] = test_value
-            return result
-        best = state["best"]
-        model.load_state_dict(state["best_model"])
-        result.best_epoch = best["epoch"]
-        result.val_delta_m = best["val_delta_m"]
-        result.test_metrics, _ = evaluate(model, problem, "test", batch_size=config.eval_batch_size, device=self.device)
+            if config.kind == "reference":
+                return result
+            # per_metric on a multi-task run: validation Delta_m of the per-metric best validation values
+            best_val = {t: {m: v["val"] for m, v in ms.items()} for t, ms in result.selected.items()}
+            if references["val"] is not None:
+                result.val_delta_m = delta_m(best_val, references["val"], directions)
+                result.val_delta_m_metrics = delta_m_metrics(best_val, references["val"], directions)
+        elif rule.kind == "last_test_epochs":
+            tail = state["history"][-int(rule.epochs) :]
+            result.test_selected = True
+            result.best_epoch = tail[-1]["epoch"]
+            result.test_metrics = mean_test_metrics(tail, len(tail))
+            for name in ("val_delta_m", "val_delta_m_metrics"):
+                values = [record.get(name) for record in tail]
+                if all(value is not None for value in values):
+                    setattr(result, name, sum(values) / len(values))
+        else:
+            best = state["best"]
+            result.test_selected = rule.test_selected
+            result.best_epoch = best["epoch"]
+            result.val_delta_m = best["val_delta_m"]
+            result.val_delta_m_metrics = best.get("val_delta_m_metrics")
+            record = next((r for r in state["history"] if r["epoch"] == best["epoch"]), {})
+            if record.get("test_metrics") is not None:  # best_test: evaluated at that epoch already
+                result.test_metrics = record["test_metrics"]
+            else:
+                model.load_state_dict(state["best_model"])
+                result.test_metrics, _ = evaluate(
+                    model, problem, "test", batch_size=config.eval_batch_size, device=self.device
+                )
         if references["test"] is not None:
             result.test_delta_m = delta_m(result.test_metrics, references["test"], directions)
+            result.test_delta_m_metrics = delta_m_metrics(result.test_metrics, references["test"], directions)
         return result
 
-    def _step_scheduler(self, scheduler: Any, train_losses: torch.Tensor, val_losses: dict[str, float]) -> None:
+    def _step_scheduler(
+        self,
+        scheduler: Any,
+        train_losses: torch.Tensor,
+        val_losses: dict[str, float],
+        *,
+        last_losses: torch.Tensor | None = None,
+        val_delta_m: float | None = None,
+    ) -> None:
         if scheduler is None:
             return
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            monitored = (
-                float(train_losses.sum()) if self.config.plateau_monitor == "train_loss" else sum(val_losses.values())
-            )
+            monitor = self.config.plateau_monitor
+            if monitor == "val_delta_m" and val_delta_m is None:
+                raise UserInputError("plateau_monitor=val_delta_m needs a single-task reference (Delta_m)")
+            monitored = {
+                "train_loss": lambda: float(train_losses.sum()),
+                "last_batch": lambda: float(last_losses.sum()),
+                "val_loss": lambda: sum(val_losses.values()),
+                "val_delta_m": lambda: -float(val_delta_m),  # mode "min": minus Delta_m (higher is better)
+            }[monitor]()
             scheduler.step(monitored)
         else:
             scheduler.step()
