@@ -73,10 +73,14 @@ def results_command(
     tasks: str | None = typer.Option(None, help="Only runs of this task set, e.g. CL_RR or CL,RR."),
     method: str | None = typer.Option(None, help="Only runs of this method."),
     kind: str | None = typer.Option(None, help="Only runs of this kind: multi_task or reference."),
-    status: str | None = typer.Option(None, help="Only runs with this status: running, completed or failed."),
+    status: str | None = typer.Option(
+        None,
+        help="Only runs with this status: running, interrupted (its process is gone: same host, pid not alive; "
+        "other hosts, no heartbeat for 5 minutes; `train`/`sweep` resume it), completed or failed.",
+    ),
     fmt: str = typer.Option("table", "--format", help="Output: table, csv or json."),
 ) -> None:
-    """List the stored training runs."""
+    """List the stored training runs (a run whose process is gone shows as interrupted)."""
     if fmt not in LIST_FORMATS:
         raise unknown("format", fmt, LIST_FORMATS)
     store = open_results(results)

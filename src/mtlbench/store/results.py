@@ -556,9 +556,7 @@ class ResultsStore:
         """Record that the process training ``run_id`` is alive (the trainer calls this every
         :data:`HEARTBEAT_SECONDS` and at each epoch end). Only a running run is touched."""
         with self.transaction() as conn:
-            conn.execute(
-                "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND status = 'running'", (_now(), int(run_id))
-            )
+            conn.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ? AND status = 'running'", (_now(), int(run_id)))
 
     def completed_run(self, config: Mapping[str, Any]) -> int | None:
         """The id of the completed run with this exact configuration, or None."""

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mtlbench.errors import MissingDataError, MtlbenchError, UserInputError
-from mtlbench.store.results import ResultsStore, config_hash, dumps, loads
+from mtlbench.store.results import ResultsStore, RunInProgressError, config_hash, dumps, loads
 from mtlbench.sweeps.plan import MULTI_TASK, SweepPlan, Trial, cpu_count
 from mtlbench.training.config import RunConfig
 
@@ -98,7 +98,8 @@ def train_into_store(
     """Train one run into the results store (a worker process opens it by path).
 
     A failure the trainer does not record itself (an unexpected exception) is recorded here so that the
-    sweep goes on; missing data or references (:class:`MissingDataError`) stop the sweep. ``prune``
+    sweep goes on; missing data or references (:class:`MissingDataError`) and a run that another live process
+    trains (:class:`RunInProgressError`, whose row is left alone) stop the sweep. ``prune``
     removes the run's ``last.pt`` once it completed (it only serves to resume; ``best.pt`` stays).
     """
     from mtlbench.training.trainer import Trainer
@@ -112,7 +113,7 @@ def train_into_store(
         trainer = Trainer(run_config, store=store, checkpoint_root=checkpoint_root)
         with limit_threads(run_config.threads):
             result = trainer.run()
-    except MissingDataError:
+    except (MissingDataError, RunInProgressError):
         raise
     except Exception as error:
         message = f"{type(error).__name__}: {error}"

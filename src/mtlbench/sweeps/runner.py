@@ -5,8 +5,9 @@ then ``store.put_reference``), then the methods (per method: search, selection b
 Delta_m, final seeds). Within a stage a group's final runs start as soon as its own search is over, so
 workers do not idle at phase boundaries. Every run already completed in the store (same resolved config,
 seed included) is skipped; failed runs count as done unless ``retry_failed``. A killed sweep therefore
-resumes where it stopped (unfinished runs resume from their checkpoints) and a finished one launches
-nothing. Selection always reads the store, the single source of truth.
+resumes where it stopped (its interrupted runs resume from their checkpoints) and a finished one launches
+nothing; a run that another live process is training stops the sweep (:class:`RunInProgressError`) rather
+than being trained twice. Selection always reads the store, the single source of truth.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from mtlbench.errors import MissingDataError, UserInputError, unknown
-from mtlbench.store.results import ResultsStore
+from mtlbench.store.results import ResultsStore, RunInProgressError
 from mtlbench.sweeps.executors import (
     EXECUTORS,
     Executor,
@@ -80,6 +81,7 @@ class PhaseCount:
     done: int = 0
     failed: int = 0
     resuming: int = 0
+    elsewhere: int = 0
     to_run: int = 0
     pending_groups: int = 0
     pending_runs: int = 0
@@ -88,6 +90,8 @@ class PhaseCount:
         text = f"{self.total} runs: {self.done} done, {self.failed} failed, {self.to_run} to run" + (
             f" ({self.resuming} resume)" if self.resuming else ""
         )
+        if self.elsewhere:
+            text += f", {self.elsewhere} running in another process"
         if self.pending_groups:
             text += (
                 f"; plus up to {self.pending_runs} runs of {self.pending_groups} group(s) "
@@ -251,6 +255,7 @@ class Sweep:
         self.plan = SweepPlan(spec, threads=self.threads, remote_device=kind == "ray")
         self.launched = 0
         self.launched_failed = 0
+        self._launched_hashes: set[str] = set()
 
     # ---------------------------------------------------------------------------------- executor
     def make_executor(self) -> Executor:
@@ -300,6 +305,17 @@ class Sweep:
     def _todo(self, trials: list[Trial]) -> tuple[list[Trial], int]:
         stored = lookup(self.store, [t.hash for t in trials])
         todo = [t for t in trials if not finished(stored.get(t.hash), self.retry_failed)]
+        busy = [  # running (not interrupted) and not launched by this sweep: another live process trains it
+            stored[t.hash].id
+            for t in todo
+            if t.hash in stored and stored[t.hash].status == "running" and t.hash not in self._launched_hashes
+        ]
+        if busy:
+            raise RunInProgressError(
+                f"run(s) {', '.join(map(str, busy))} of this sweep are being trained by another process (see "
+                "`mtlbench results --status running`); run the sweep again when it is done, or stop it: its runs "
+                "then show as interrupted and resume here"
+            )
         return todo, len(trials) - len(todo)
 
     def _stage(self, groups: list[Group]) -> None:
@@ -345,6 +361,7 @@ class Sweep:
                 while queue and in_flight < executor.capacity:
                     trial = queue.popleft()
                     executor.submit(trial)
+                    self._launched_hashes.add(trial.hash)
                     self.launched += 1
                     in_flight += 1
                     self.reporter.started(trial)
@@ -437,9 +454,11 @@ class Sweep:
                 count.done += 1
             elif run is not None and run.status == "failed" and not self.retry_failed:
                 count.failed += 1
+            elif run is not None and run.status == "running":  # live in another process: not launched from here
+                count.elsewhere += 1
             else:
                 count.to_run += 1
-                count.resuming += run is not None and run.status == "running"
+                count.resuming += run is not None and run.status == "interrupted"
                 launch.append(trial)
 
     # ------------------------------------------------------------------------------------ report

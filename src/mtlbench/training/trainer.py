@@ -261,10 +261,13 @@ class Trainer:
                 kind=config.kind,
                 provenance=provenance.collect(self.device, problem.data_checksums()),
             )
+        from mtlbench.store.heartbeat import heartbeat
+
         started = time.perf_counter()
         try:
-            # BLAS (numpy/scipy solvers) uses the run's thread count too, so results do not depend on the caller
-            with threadpool_limits(limits=config.threads):
+            # BLAS (numpy/scipy solvers) uses the run's thread count too, so results do not depend on the caller;
+            # the store hears from this process every 30 s (a background thread) and at each epoch end
+            with threadpool_limits(limits=config.threads), heartbeat(self.store, run_id):
                 result = self._train(problem, references, run_id)
         except (RunFailedError, FloatingPointError, torch.linalg.LinAlgError, OverflowError) as error:
             return self._failed(config, run_id, error, started)
