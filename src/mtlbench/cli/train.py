@@ -23,7 +23,9 @@ from mtlbench.errors import MissingDataError, UserInputError
 from mtlbench.training.config import RunConfig
 
 ProblemOpt = Annotated[str, typer.Option("--problem", "-p", help="Problem name (see `mtlbench problems`).")]
-TasksOpt = Annotated[str, typer.Option("--tasks", "-t", help="Tasks joined by '_', e.g. CL_RR, or 'all'.")]
+TasksOpt = Annotated[
+    str, typer.Option("--tasks", "-t", help="Tasks joined by '_' (CL_RR) or ',' (names with '_'), or 'all'.")
+]
 LrOpt = Annotated[float | None, typer.Option(help="Learning rate (default: the problem's).")]
 DropoutOpt = Annotated[float | None, typer.Option(help="Dropout rate in [0, 1) (default: the problem's).")]
 WdOpt = Annotated[float | None, typer.Option("--weight-decay", help="Coupled L2 weight decay (Adam).")]
@@ -74,9 +76,27 @@ def train(
     option: OptionOpt = None,
     optimizer: OptimizerOpt = None,
     scheduler: SchedulerOpt = None,
-    plateau_monitor: Annotated[str, typer.Option(help="train_loss (Gama's code) or val_loss (nash-mtl).")] = (
-        "train_loss"
-    ),
+    plateau_monitor: Annotated[
+        str,
+        typer.Option(
+            help="train_loss (epoch mean), last_batch (the last mini-batch's, Gama's code), val_loss, "
+            "or val_delta_m (nash-mtl)."
+        ),
+    ] = "train_loss",
+    objective: Annotated[
+        str,
+        typer.Option(
+            help="sum (default: the sum of the losses), mean (every gradient of the step / T: Gama's code), "
+            "or mean_shared (only the shared parameters' gradient / T). Part of the run's config."
+        ),
+    ] = "sum",
+    selection: Annotated[
+        str,
+        typer.Option(
+            help="Model selection: delta_m (default, 000), delta_m_metrics, mean_metric:NAME, val_loss, per_metric, "
+            "last_test_epochs:N or best_test:RULE (both flag the run test-selected). Part of the run's config."
+        ),
+    ] = "delta_m",
     threads: ThreadsOpt = None,
     results: ResultsOpt = None,
     no_reference: Annotated[
@@ -118,6 +138,8 @@ def train(
         device=device,
         threads=threads,
         grad_metrics_every=grad_metrics,
+        objective=objective,
+        selection=selection,
     )
     path = results_path(results)
     store = ResultsStore(path)
