@@ -168,3 +168,20 @@ def test_libmtl_split_ships_with_the_package() -> None:
         assert SHARED_SPLIT.read_bytes() == packaged
         shared = json.loads(SHARED_SPLIT.read_text())
         assert list(split["train"]) == shared["train"] and list(split["val"]) == shared["val"]
+
+
+def test_cli_prepare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mtlbench.cli.main import main
+
+    raw = tmp_path / "raw"
+    make_tree(raw)
+    assert main(["data", "prepare", "nyuv2", "--raw", str(raw), "--resolution", "16x8"]) == 2
+    assert "--resolution 16x8 is not used by nyuv2" in capsys.readouterr().err
+    assert main(["data", "prepare", "nyuv2"]) == 2
+    assert "needs --raw PATH" in capsys.readouterr().err
+    assert main(["data", "prepare", "nyuv2", "--raw", str(raw)]) == 0
+    assert "5 train, 3 test images" in capsys.readouterr().out
+    np.save(raw / "val" / "label" / "1.npy", np.full((H, W), -2.0))
+    assert main(["data", "prepare", "nyuv2", "--raw", str(raw), "--force"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "val/label/1.npy holds the label -2" in err

@@ -1,4 +1,4 @@
-"""``mtlbench data prepare cityscapes|celeba --raw PATH``: convert a user's licensed copy into the cache."""
+"""``mtlbench data prepare cityscapes|celeba|nyuv2 --raw PATH``: convert a user's licensed copy into the cache."""
 
 from __future__ import annotations
 
@@ -10,18 +10,19 @@ import typer
 from mtlbench.cli.app import data_app
 from mtlbench.errors import UserInputError
 
-PREPARABLE = ("cityscapes", "celeba")
+PREPARABLE = ("cityscapes", "celeba", "nyuv2")
 
 
 @data_app.command("prepare")
 def prepare(
-    dataset: Annotated[str, typer.Argument(help="Dataset to prepare: cityscapes, celeba.")],
+    dataset: Annotated[str, typer.Argument(help="Dataset to prepare: cityscapes, celeba, nyuv2.")],
     raw: Annotated[
         Path | None,
         typer.Option(
             "--raw",
             help="Folder with leftImg8bit/, gtFine/ and disparity/ (raw Cityscapes), or MTAN's train/ and val/ "
-            "arrays; for celeba the release with Img/, Anno/ and Eval/ (or torchvision's flat celeba/).",
+            "arrays; for celeba the release with Img/, Anno/ and Eval/ (or torchvision's flat celeba/); for nyuv2 "
+            "MTAN's preprocessed train/ and val/ with {image,label,depth,normal}/{i}.npy.",
         ),
     ] = None,
     resolution: Annotated[
@@ -48,6 +49,9 @@ def prepare(
         raise UserInputError(f"cannot prepare {dataset!r}{hint}; choose one of: {', '.join(PREPARABLE)}")
     if dataset == "celeba":
         _prepare_celeba(raw, resolution, force, workers, limit)
+        return
+    if dataset == "nyuv2":
+        _prepare_nyuv2(raw, resolution, force, workers, limit)
         return
     if raw is None:
         raise UserInputError(
@@ -88,3 +92,21 @@ def _prepare_celeba(
         raw, force=force, workers=workers, limit=limit, progress=lambda message: typer.echo(message, err=True)
     )
     typer.echo(summary)
+
+
+def _prepare_nyuv2(
+    raw: Path | None, resolution: list[str] | None, force: bool, workers: int | None, limit: int | None
+) -> None:
+    from mtlbench.data import nyuv2
+
+    if raw is None:
+        raise UserInputError(
+            f"data prepare nyuv2 needs --raw PATH: MTAN's preprocessed NYUv2 folder with train/ and val/ "
+            f"({nyuv2.DOWNLOAD_URL})"
+        )
+    for flag, value in (("--resolution", resolution[0] if resolution else None), ("--workers", workers)):
+        if value is not None:
+            raise UserInputError(f"{flag} {value} is not used by nyuv2 (the arrays keep their 288x384)")
+    if limit is not None:
+        raise UserInputError(f"--limit {limit} is not used by nyuv2 (every file is checked and cached)")
+    typer.echo(nyuv2.prepare(raw, force=force, progress=lambda message: typer.echo(message, err=True)))
