@@ -192,3 +192,37 @@ def test_cli_prepare_and_info(data_root: Path, tmp_path: Path, capsys: pytest.Ca
     assert DATASETS["celeba"].info()["counts"] == {"train": 2, "val": 2, "test": 2}
     assert main(["data", "prepare", "celeba"]) == 2
     assert "needs --raw PATH" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [
+        ("unit_scal", {}),  # loss weighting
+        ("famo", {"head": "sigmoid"}),  # FAMO's own CelebA head
+        ("pcgrad", {"dropout_layout": "none"}),  # parameter level
+        ("mgda_ub", {}),  # representation level
+        ("rotograd", {}),  # model-changing
+    ],
+)
+def test_celeba_trains_at_forty_tasks(data_root: Path, tmp_path: Path, method: str, options: dict) -> None:
+    from mtlbench.training import RunConfig, Trainer
+
+    make_tree(tmp_path / "raw")
+    celeba.prepare(tmp_path / "raw", workers=1)
+    config = RunConfig(
+        problem="celeba",
+        tasks="all",
+        method=method,
+        problem_options={"width": 2, **options},
+        epochs=1,
+        batch_size=3,
+        threads=1,
+        device="cpu",
+    )
+    result = Trainer(config, require_reference=False).run()
+    assert result.status == "completed", result.error
+    assert list(result.history[0]["train_losses"]) == list(celeba.ATTRIBUTES)
+    assert all(math.isfinite(v) for v in result.history[0]["train_losses"].values())
+    # three test images: every accuracy is a multiple of 1/3
+    for metrics in result.test_metrics.values():
+        assert round(metrics["acc"] * 3, 9) in (0, 1, 2, 3)

@@ -65,10 +65,16 @@ def generate_attributes(n: int, generator: torch.Generator) -> torch.Tensor:
     return torch.where(negated, 1 - follows, follows)
 
 
+def upsample(field: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear upsampling of an (n, 3, 8, 8) field, rescaled so that a white field keeps unit variance."""
+    basis = torch.eye(FIELD * FIELD).view(-1, 1, FIELD, FIELD)
+    gain = F.interpolate(basis, size=(size, size), mode="bilinear", align_corners=False).pow(2).sum(0).mean().sqrt()
+    return F.interpolate(field, size=(size, size), mode="bilinear", align_corners=False) / gain
+
+
 def patterns(image_size: int, generator: torch.Generator) -> torch.Tensor:
-    """(40, 3, S, S) smooth patterns: 8x8x3 standard Gaussian fields, bilinearly upsampled."""
-    coarse = torch.randn(N_ATTRIBUTES, 3, FIELD, FIELD, generator=generator)
-    return F.interpolate(coarse, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    """(40, 3, S, S) smooth patterns: 8x8x3 standard Gaussian fields, bilinearly upsampled (unit variance)."""
+    return upsample(torch.randn(N_ATTRIBUTES, 3, FIELD, FIELD, generator=generator), image_size)
 
 
 def render(attributes: torch.Tensor, bank: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -77,9 +83,9 @@ def render(attributes: torch.Tensor, bank: torch.Tensor, generator: torch.Genera
     signs = (2 * attributes - 1).float() * torch.tensor(AMPLITUDE)
     images = torch.einsum("nj,jchw->nchw", signs, bank)
     smooth = torch.randn(n, 3, FIELD, FIELD, generator=generator) * NOISE
-    images += F.interpolate(smooth, size=(size, size), mode="bilinear", align_corners=False)
+    images += upsample(smooth, size)
     images += WHITE_NOISE * torch.randn(n, 3, size, size, generator=generator)
-    scale = (sum(a * a for a in AMPLITUDE) + NOISE**2) ** 0.5
+    scale = (sum(a * a for a in AMPLITUDE) + NOISE**2 + WHITE_NOISE**2) ** 0.5
     return images / scale
 
 
