@@ -53,6 +53,7 @@ SETTING_TYPES: dict[str, tuple[type, ...]] = {
     "plateau_monitor": (str,),
     "device": (str,),
     "threads": (int,),
+    "grad_metrics_every": (int,),
 }
 _BODY_KEYS = (
     "description",
