@@ -65,5 +65,15 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return list(self)
 
+    def registered_names(self) -> list[str]:
+        """The names registered so far in this process, without importing modules or entry points."""
+        return sorted(self._items)
+
+    def entry_point_names(self) -> list[str]:
+        """The names of this registry's entry points, without importing them."""
+        if self._entry_point_group is None:
+            return []
+        return sorted({entry_point.name for entry_point in entry_points(group=self._entry_point_group)})
+
     def items(self) -> list[tuple[str, T]]:
         return [(name, self._items[name]) for name in self]

@@ -5,31 +5,55 @@
 - ``METHODS`` is the registry; third-party methods register with :func:`register_method` or the
   ``mtlbench.methods`` entry-point group.
 
-Every module of this package is imported on first use, so a new method needs only its own module.
+Every module of this package is imported on first use of the registry, so a new method needs only its own
+module (and ``python -m mtlbench.catalog --write`` so that ``mtlbench methods`` lists it without torch).
+Importing this package does not import torch; the base classes are loaded on first access.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Any
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from mtlbench.errors import UserInputError
-from mtlbench.methods.base import (
-    Aggregation,
-    GradientMethod,
-    HeadGradient,
-    LossWeightingMethod,
-    Method,
-    MethodKind,
-    StepResult,
-    TrainingContext,
-)
 from mtlbench.methods.hyperparameters import Hyperparameter
 from mtlbench.registry import Registry
+
+if TYPE_CHECKING:  # imported lazily (they import torch): ``import mtlbench.methods`` stays cheap
+    import torch
+    from torch import Tensor
+
+    from mtlbench.methods.base import (
+        Aggregation,
+        GradientMethod,
+        HeadGradient,
+        LossWeightingMethod,
+        Method,
+        MethodKind,
+        StepResult,
+        TrainingContext,
+    )
+
+_FROM_BASE = {
+    "Aggregation",
+    "GradientMethod",
+    "HeadGradient",
+    "LossWeightingMethod",
+    "Method",
+    "MethodKind",
+    "StepResult",
+    "TrainingContext",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The base classes, and submodules, on first access (PEP 562)."""
+    if name in _FROM_BASE:
+        return getattr(importlib.import_module(f"{__name__}.base"), name)
+    if name in {module.name for module in pkgutil.iter_modules(__path__)}:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "METHODS",
@@ -51,7 +75,7 @@ __all__ = [
 _INFRASTRUCTURE = {"base", "gradients", "hyperparameters", "solvers"}
 
 
-class _MethodRegistry(Registry[type[Method]]):
+class _MethodRegistry(Registry["type[Method]"]):
     _imported = False
 
     def _load_entry_points(self) -> None:
@@ -96,6 +120,8 @@ def aggregate(
     Returns an :class:`Aggregation` with ``.direction`` (D,), ``.weights`` (T,) or None, and the new
     ``.state`` (pass it back on the next call for stateful methods such as Nash-MTL or GradVac).
     """
+    from mtlbench.methods.base import GradientMethod
+
     cls = get(name)
     if not issubclass(cls, GradientMethod):
         raise UserInputError(f"{name} does not combine gradients (it is a {cls.kind} method); use create()")
