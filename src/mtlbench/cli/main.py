@@ -1,47 +1,110 @@
-"""Entry point of the ``mtlbench`` command: imports every command module, prints user errors as one line."""
+"""Entry point of the ``mtlbench`` command: every mistake is one line on stderr, never a traceback.
+
+Exit statuses: 0 success; 1 a failed run or an internal error (one line; ``--debug`` or
+``MTLBENCH_DEBUG=1`` prints the traceback); 2 a user mistake (an unknown, missing or malformed option,
+a bad value, a path that cannot be used); 130 interrupted. Command-line parsing errors are recognised
+by class name, so they are caught whether typer vendors click (``typer._click``, typer >= 0.23) or
+uses the real one.
+"""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
+import os
 import sys
+import traceback
+from typing import Any
 
-import mtlbench.cli as cli_package
-from mtlbench.cli.app import app
+from mtlbench.cli.app import app, load_commands
 from mtlbench.errors import MtlbenchError
 
-_NOT_COMMANDS = {"app", "main", "common"}
+DEBUG_VARIABLE = "MTLBENCH_DEBUG"
+USAGE = 2
 
 
-def _load_commands() -> None:
-    for module in pkgutil.iter_modules(cli_package.__path__):
-        if module.name not in _NOT_COMMANDS and not module.name.startswith("_"):
-            importlib.import_module(f"{cli_package.__name__}.{module.name}")
+def _class_names(error: BaseException) -> set[str]:
+    return {cls.__name__ for cls in type(error).__mro__}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _debug(argv: list[str]) -> bool:
+    return "--debug" in argv[: _first_command(argv)] or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+
+
+def _first_command(argv: list[str]) -> int:
+    """Index of the first argument that is not a global option (the command name)."""
+    for index, arg in enumerate(argv):
+        if not arg.startswith("-"):
+            return index
+    return len(argv)
+
+
+def _allowed_options(error: Any) -> str:
+    """The options the command of a click context accepts, for an unknown-option message."""
+    command = getattr(getattr(error, "ctx", None), "command", None)
+    names = sorted({opt for param in getattr(command, "params", []) for opt in getattr(param, "opts", []) if
+                    opt.startswith("--")})
+    return f"; options of `{error.ctx.command_path}`: {', '.join(names)}" if names else ""
+
+
+def _usage_message(error: Any) -> str:
+    """click's message, on one line, naming what is allowed where click does not."""
+    message = _one_line(error.format_message())
+    names = _class_names(error)
+    if "NoSuchOption" in names and "Did you mean" not in message:
+        message = message.rstrip(".") + _allowed_options(error)
+    if "NoSuchOption" in names or "MissingParameter" in names:
+        ctx = getattr(error, "ctx", None)
+        if ctx is not None:
+            message += f" (see `{ctx.command_path} --help`)"
+    return message
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; a :class:`MtlbenchError` becomes ``error: <message>`` and exit status 2."""
-    _load_commands()
+    """Run the CLI and return its exit status (the ``mtlbench`` console script exits with it)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug(argv)
     try:
-        app(args=argv, standalone_mode=False)
+        load_commands()
+        result = app(args=argv, standalone_mode=False, prog_name="mtlbench")
     except MtlbenchError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        if debug:
+            traceback.print_exc()
+        print(f"error: {_one_line(str(error))}", file=sys.stderr)
+        return USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except SystemExit as exit_:
-        return int(exit_.code or 0)
-    except Exception as error:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(error, click.exceptions.ClickException):
-            error.show()
-            return error.exit_code
-        if isinstance(error, click.exceptions.Abort):
+        code = exit_.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except OSError as error:
+        if debug:
+            traceback.print_exc()
+        where = f": {error.filename}" if error.filename else ""
+        print(f"error: {error.strerror or _one_line(str(error))}{where}", file=sys.stderr)
+        return USAGE
+    except Exception as error:
+        names = _class_names(error)
+        if "NoArgsIsHelpError" in names:
+            text = error.format_message()  # type: ignore[attr-defined]
+            if text.strip():  # typer's rich help printed itself while the error was made
+                print(text)
+            return 0
+        if "ClickException" in names:  # UsageError, BadParameter, MissingParameter, NoSuchOption, FileError
+            print(f"error: {_usage_message(error)}", file=sys.stderr)
+            return int(getattr(error, "exit_code", USAGE) or USAGE)
+        if "Abort" in names:
+            print("aborted", file=sys.stderr)
             return 1
-        raise
-    return 0
+        if debug:
+            traceback.print_exc()
+        hint = "" if debug else f" (run with --debug or {DEBUG_VARIABLE}=1 for the traceback)"
+        print(f"internal error: {type(error).__name__}: {_one_line(str(error))}{hint}", file=sys.stderr)
+        return 1
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

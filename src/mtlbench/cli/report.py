@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from mtlbench.analysis.analyses import ANALYSES
+from mtlbench import catalog
 from mtlbench.cli.app import app
-from mtlbench.cli.common import coerce_option, console, parse_assignments, results_path
+from mtlbench.cli.common import coerce_option, console, parse_assignments, results_path, writable_path
 
 analysis_app = typer.Typer(
     help="Run one analysis of the stored runs of a problem; its tables (.md, .tex, .csv) and figures "
@@ -61,6 +61,8 @@ def report(
     tables and .png/.pdf figures), and list the analyses skipped for lack of data."""
     from mtlbench.analysis.report import default_report_dir, skipped, write_report
 
+    if out is not None:
+        writable_path(out, "--out", folder=True)
     path, store, resolved = _load(problem, tasks, option, results)
     folder = out if out is not None else default_report_dir(path, resolved)
     index = write_report(store, resolved, folder)
@@ -69,8 +71,7 @@ def report(
     print(index)
 
 
-def _make_command(name: str) -> None:
-    spec = ANALYSES[name]
+def _make_command(name: str, title: str, description: str) -> None:
 
     def command(
         problem: ProblemOpt,
@@ -83,6 +84,8 @@ def _make_command(name: str) -> None:
         from mtlbench.analysis.report import default_report_dir, run_analysis
         from mtlbench.errors import MissingDataError
 
+        if out is not None:
+            writable_path(out, "--out", folder=True)
         path, store, resolved = _load(problem, tasks, option, results)
         folder = out if out is not None else default_report_dir(path, resolved)
         outcome = run_analysis(load_problem_runs(store, resolved), name, folder)
@@ -94,9 +97,10 @@ def _make_command(name: str) -> None:
         for file in outcome.files:
             print(file)
 
-    command.__doc__ = f"{spec.title}: {spec.description}"
+    command.__doc__ = f"{title}: {description}"
     analysis_app.command(name, help=command.__doc__)(command)
 
 
-for _name in ANALYSES:
-    _make_command(_name)
+# the analyses' names and titles come from the catalog: defining the commands imports no pandas or matplotlib
+for _name, _entry in catalog.analyses().items():
+    _make_command(_name, _entry["title"], _entry["description"])

@@ -7,12 +7,11 @@ import math
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 from rich.table import Table
 
 from mtlbench.cli.app import app
-from mtlbench.cli.common import checkpoint_root, console, results_path
+from mtlbench.cli.common import checkpoint_root, console, print_table, results_path, writable_path
 from mtlbench.errors import UserInputError, unknown
 
 ResultsOpt = Annotated[
@@ -52,7 +51,7 @@ def _list_specs() -> None:
         table.add_row(
             name, problem, str(len(spec.methods)), f"{spec.search_seeds}/{spec.final_seeds}", spec.description
         )
-    console.print(table)
+    print_table(table, console)
     console.print("seeds: per configuration in the search / reported for the selected configuration", highlight=False)
 
 
@@ -73,6 +72,8 @@ def _print_dry_run(sweep) -> None:
 
 
 def _print_report(report) -> None:
+    import numpy as np
+
     from mtlbench.sweeps.plan import varying_keys
 
     if report.references:
@@ -91,7 +92,7 @@ def _print_report(report) -> None:
                 str(value.get("n_seeds", 0)),
                 str(ref.selection.failed_configs),
             )
-        console.print(table)
+        print_table(table, console)
     if report.methods:
         table = Table(title="methods: best configuration by mean val Δm, test Δm over the final seeds")
         for column in ("method", "best configuration", "search val Δm %", "failed configs", "final seeds"):
@@ -111,7 +112,7 @@ def _print_report(report) -> None:
                 f"{completed}/{len(method.final)}" if method.final else "-",
                 shown,
             )
-        console.print(table)
+        print_table(table, console)
 
 
 @app.command()
@@ -147,13 +148,13 @@ def sweep(
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Live progress display.")] = None,
 ) -> None:
     """Run a sweep: single-task references, grid search, selection, final seeds (skips stored runs; resumable)."""
+    if list_:
+        _list_specs()
+        return
     from mtlbench.store.results import ResultsStore
     from mtlbench.sweeps import EXECUTORS, Sweep, load_spec
     from mtlbench.sweeps.progress import RichSweepReporter
 
-    if list_:
-        _list_specs()
-        return
     if spec is None:
         raise UserInputError("name a sweep file or a built-in spec (see `mtlbench sweep --list`)")
     if executor not in EXECUTORS:
@@ -163,8 +164,10 @@ def sweep(
     for name, value in (("--workers", workers), ("--threads", threads)):
         if value is not None and value < 1:
             raise UserInputError(f"{name}={value} must be >= 1")
-    loaded = load_spec(spec, scale)
     path = results_path(results)
+    if report is not None:
+        writable_path(report, "--report")
+    loaded = load_spec(spec, scale)
     store = ResultsStore(path)
     runner = Sweep(
         loaded,

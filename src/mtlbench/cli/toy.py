@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from mtlbench.cli.app import app
-from mtlbench.cli.common import parse_assignments
+from mtlbench.cli.common import parse_assignments, writable_path
 
 
 @app.command("toy")
@@ -34,6 +34,8 @@ def toy(
     from mtlbench.problems.toy import GLOBAL_MINIMUM, plot_toy, run_toy
 
     hyperparameters = parse_assignments(set_, "--set")
+    if plot is not None:
+        writable_path(plot, "--plot")
     result = run_toy(
         method,
         optimizer,

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 
 from mtlbench.cli.app import app
@@ -15,12 +14,11 @@ from mtlbench.cli.common import (
     checkpoint_root,
     coerce_option,
     console,
-    fmt,
     parse_assignments,
+    pct,
     results_path,
 )
 from mtlbench.errors import MissingDataError, UserInputError
-from mtlbench.training.config import RunConfig
 
 ProblemOpt = Annotated[str, typer.Option("--problem", "-p", help="Problem name (see `mtlbench problems`).")]
 TasksOpt = Annotated[
@@ -118,8 +116,10 @@ def train(
 ) -> None:
     """Train one multi-task run and store it (resumes from its last checkpoint if interrupted)."""
     from mtlbench.store.results import ResultsStore
+    from mtlbench.training.config import RunConfig
     from mtlbench.training.trainer import Trainer
 
+    path = results_path(results)
     config = RunConfig(
         problem=problem,
         tasks=tasks,
@@ -141,7 +141,6 @@ def train(
         objective=objective,
         selection=selection,
     )
-    path = results_path(results)
     store = ResultsStore(path)
     trainer = Trainer(
         config,
@@ -156,7 +155,7 @@ def train(
         raise typer.Exit(1)
     print(
         f"run {result.run_id}: {method} on {config.problem} {'_'.join(trainer.config.tasks)} completed; "
-        f"best epoch {result.best_epoch}, val Δm {fmt(result.val_delta_m, 3)}%, test Δm {fmt(result.test_delta_m, 3)}%"
+        f"best epoch {result.best_epoch}, val Δm {pct(result.val_delta_m, 3)}, test Δm {pct(result.test_delta_m, 3)}"
     )
     print(json.dumps({"test_metrics": result.test_metrics}, indent=None))
 
@@ -182,10 +181,12 @@ def reference(
 ) -> None:
     """Train the single-task references of each task and store their mean metrics (per split)."""
     from mtlbench.store.results import ResultsStore
+    from mtlbench.training.config import RunConfig
     from mtlbench.training.references import train_references
 
     if seeds < 1:
         raise UserInputError(f"--seeds={seeds} must be >= 1")
+    path = results_path(results)
     base = RunConfig(
         problem=problem,
         tasks=tasks,
@@ -200,7 +201,6 @@ def reference(
         device=device,
         threads=threads,
     )
-    path = results_path(results)
     store = ResultsStore(path)
     refs = train_references(
         base,
@@ -223,19 +223,27 @@ def evaluate(
     results: ResultsOpt = None,
 ) -> None:
     """Re-evaluate a checkpoint on a split (Delta_m too when the store has its reference)."""
+    import torch
+
     from mtlbench.methods import create
     from mtlbench.metrics import delta_m
     from mtlbench.problems import create_problem
     from mtlbench.store.results import ResultsStore
-    from mtlbench.training.config import resolve_device
+    from mtlbench.training.config import RunConfig, resolve_device
     from mtlbench.training.evaluation import evaluate as evaluate_model
     from mtlbench.training.evaluation import metric_directions
 
     if not checkpoint.exists():
         raise MissingDataError(f"checkpoint {checkpoint} does not exist")
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if not checkpoint.is_file():
+        raise UserInputError(f"checkpoint {checkpoint} is a folder; give its best.pt or last.pt")
+    not_a_checkpoint = f"{checkpoint} is not an mtlbench checkpoint (a best.pt or last.pt written by the trainer)"
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    except Exception as error:  # pickle, zip and torch errors alike: the file is not a checkpoint
+        raise UserInputError(f"{not_a_checkpoint}; loading it failed with {type(error).__name__}") from None
     if not isinstance(saved, dict) or "config" not in saved or "model" not in saved:
-        raise UserInputError(f"{checkpoint} is not an mtlbench checkpoint")
+        raise UserInputError(not_a_checkpoint)
     config = RunConfig.from_dict(saved["config"])
     target = resolve_device(device)
     problem_ = create_problem(config.problem, config.tasks, **config.problem_options)

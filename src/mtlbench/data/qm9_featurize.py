@@ -232,30 +232,15 @@ def featurize_all(
     workers = default_workers() if workers is None else max(1, workers)
     done_molecules = sum(min(starts[k] + chunk_size, n) - starts[k] for k in results)
 
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from mtlbench.progress import task_progress
 
-    columns = (
-        TextColumn("featurising QM9"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("molecules"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, disable=not progress, transient=False) as bar:
-        handle = bar.add_task("featurise", total=n, completed=done_molecules)
+    # a live bar on a terminal; in a log, one line every few seconds with the ETA
+    with task_progress("featurising QM9", n, unit="molecules", completed=done_molecules, enabled=progress) as bar:
 
         def record(k: int, arrays: dict[str, np.ndarray]) -> None:
             _save_chunk(paths[k], arrays)
             results[k] = arrays
-            bar.advance(handle, min(starts[k] + chunk_size, n) - starts[k])
+            bar.advance(min(starts[k] + chunk_size, n) - starts[k])
             if on_chunk is not None:
                 on_chunk(k)
 

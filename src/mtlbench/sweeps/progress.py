@@ -1,13 +1,14 @@
 """A live rich display of a sweep: runs done / failed / running, the ETA, and one line per selection.
 
-Without a terminal (CI, a log file) it prints one line per finished run instead of the live bar.
+Without a terminal (CI, a log file) it prints, instead of the live bar, at most one plain line every few
+seconds (``MTLBENCH_PROGRESS_INTERVAL``, default 5) with the runs done, the last one finished and the ETA,
+plus a line for every failed run and every selection.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import sys
+import time
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -20,6 +21,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from mtlbench.progress import Clock, Throttle, duration, eta, is_live
 from mtlbench.sweeps.executors import RunOutcome
 from mtlbench.sweeps.plan import REFERENCE, Group, Selection, Trial, varying_keys
 from mtlbench.sweeps.runner import SweepReporter
@@ -35,9 +37,19 @@ def _number(value: float | None, digits: int = 3) -> str:
 class RichSweepReporter(SweepReporter):
     """Shows a sweep live on ``console`` (stderr by default)."""
 
-    def __init__(self, console: Console | None = None, live: bool | None = None) -> None:
+    def __init__(
+        self,
+        console: Console | None = None,
+        live: bool | None = None,
+        *,
+        clock: Clock = time.monotonic,
+        interval_s: float | None = None,
+    ) -> None:
         self.console = console or Console(stderr=True)
-        self.live = (sys.stderr.isatty() and not os.environ.get("CI")) if live is None else live
+        self.live = is_live() if live is None else live
+        self.clock = clock
+        self.throttle = Throttle(interval_s, clock)
+        self._started = clock()
         self.total = self.done = self.failed = self.running = self.skipped = 0
         self._progress: Progress | None = None
         self._task = None
@@ -48,6 +60,7 @@ class RichSweepReporter(SweepReporter):
 
     def begin(self, sweep: Sweep) -> None:
         spec, plan = sweep.spec, sweep.plan
+        self._started = self.clock()
         self._print(
             f"sweep {spec.name} (scale {spec.scale}): {spec.problem} {'_'.join(plan.tasks)}, "
             f"{len(spec.methods)} method(s), seeds {spec.search_seeds} search / {spec.final_seeds} final"
@@ -98,10 +111,13 @@ class RichSweepReporter(SweepReporter):
         self.running -= 1
         if outcome.status == "completed":
             self.done += 1
-            if not self.live:
+            finished = self.done + self.failed
+            if not self.live and self.throttle.ready(force=finished == self.total):
                 score = "" if trial.config.kind == "reference" else f", val Δm {_number(outcome.val_delta_m)}%"
+                left = duration(eta(self.clock() - self._started, finished, self.total))
                 self._print(
-                    f"  [{self.done + self.failed}/{self.total}] {trial.describe()}: run {outcome.run_id}"
+                    f"  [{finished}/{self.total}] runs: {self.done} completed, {self.failed} failed, "
+                    f"{self.running} running, ETA {left}; last: {trial.describe()}: run {outcome.run_id}"
                     f"{score} ({outcome.seconds:.1f}s)"
                 )
         else:
