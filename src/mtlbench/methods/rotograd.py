@@ -21,7 +21,9 @@ Per step, with g_k = dL_k/dz (the task gradient the encoder sees) and r_k = dL_k
   positions, mean over the batch), with v and r_k constants; since R_k is orthogonal this equals
   const - 2 mean_b <v_b, R_k^T r_k,b>, the paper's -sum_n <R_k^T r_n,k, v_n> up to scale. It is
   minimised over R_k alone by the rotations' own Adam (lr = main lr x ``lr_scale``, following the
-  main optimizer's schedule, no weight decay), stepped inside :meth:`backward`;
+  main optimizer's schedule, at least ``rotation_lr_floor``; no weight decay, as 000's code, whose
+  single Adam is built without weight decay), stepped inside :meth:`backward`. ``rotation_loss=sum``
+  sums over the batch instead (rotograd 0.1.6 on 2-D features: B times the mean);
 - magnitude: n_k = ||g_k||, n_k^0 its value at the first step and again at step ``burn_in_period``,
   alpha_k = (n_k / n_k^0) / sum_j (n_j / n_j^0), C = sum_k alpha_k n_k; the encoder receives
   sum_k C g_k / n_k (every task with norm C, the least converged task setting the scale).
@@ -213,6 +215,21 @@ class RotoGrad(Method):
             kind="bool",
         ),
         Hyperparameter(
+            "rotation_loss",
+            "mean",
+            "batch reduction of the rotation loss: mean over the batch, or sum (rotograd 0.1.6, which 000 ran, "
+            "on 2-D (B, m) features; it averages over the batch on image features)",
+            kind="str",
+            choices=("mean", "sum"),
+        ),
+        Hyperparameter(
+            "rotation_lr_floor",
+            0.0,
+            "lower bound of the rotations' lr (000 on QM9: 1e-5, the min_lr its plateau scheduler applies to the "
+            "rotation parameter group on its own)",
+            low=0.0,
+        ),
+        Hyperparameter(
             "initial_rotation",
             "random",
             "initial R_k: Haar-random (geotorch, as the reference ran) or the identity",
@@ -288,7 +305,8 @@ class RotoGrad(Method):
     def _rotation_lr(self) -> float:
         if self.context is None:
             raise UserInputError("rotograd needs the trainer's context (attach) for the main learning rate")
-        return float(self.context.optimizer.param_groups[0]["lr"]) * self.hparams["lr_scale"]
+        scaled = float(self.context.optimizer.param_groups[0]["lr"]) * self.hparams["lr_scale"]
+        return max(scaled, self.hparams["rotation_lr_floor"])
 
     # --- the step ------------------------------------------------------------------------------
     def backward(
@@ -335,7 +353,8 @@ class RotoGrad(Method):
             rotation = adapter.matrix().to(features.dtype)
             rotated_gradient = rotate(gradients[k], rotation.detach())  # r_k = R_k g_k
             difference = rotate(target, rotation) - rotated_gradient
-            rotation_losses.append(difference.pow(2).flatten(1).sum(dim=1).mean())
+            per_example = difference.pow(2).flatten(1).sum(dim=1)
+            rotation_losses.append(per_example.sum() if self.hparams["rotation_loss"] == "sum" else per_example.mean())
         rotation_loss = torch.stack(rotation_losses).sum()
         parameters = list(self.adapters.parameters())
         for p, g in zip(parameters, torch.autograd.grad(rotation_loss, parameters), strict=True):
