@@ -25,7 +25,11 @@ theta*(lambda) = argmin_theta sum_i lambda_i L_i^train(theta). Each step, before
 
 The virtual and perturbed models are evaluated by substituting parameters (and clones of the
 buffers, so batch-norm statistics of the live model are untouched) in the live model; the
-reference instead keeps a deep copy for theta' and perturbs the live model in place.
+reference instead keeps a deep copy for theta' and perturbs the live model in place, so its three
+training-batch forwards (theta, theta + eps d, theta - eps d) update the live batch-norm running
+statistics: ``batchnorm_stats=live`` does that too (one extra no-grad forward at theta; mtlbench
+runs them after the step's own forward, 000 before it). ``meta_batch_size`` sets the validation
+batch size of the meta step (000: its validation loader's, 100 on Multi-MNIST).
 
 lambda starts at ``initial_weight`` = 0.1 for every task (sum 0.1 T, not T) and is neither
 normalised nor clipped, as in the reference: the training loss is sum_i lambda_i L_i with the raw
@@ -64,11 +68,12 @@ class MetaWeights(nn.Module):
 
 
 @contextmanager
-def substituted(model: nn.Module, values: Mapping[int, Tensor]) -> Iterator[None]:
+def substituted(model: nn.Module, values: Mapping[int, Tensor], *, live_buffers: bool = False) -> Iterator[None]:
     """Run ``model`` with each parameter p replaced by ``values[id(p)]`` and its buffers by clones.
 
     Nothing is modified in place, so graphs built on the live parameters stay valid; tied
     parameters stay tied; RNN modules notice the swapped weights (as with ``functional_call``).
+    ``live_buffers`` keeps the live buffers instead (batch-norm running statistics get updated).
     """
     replaced: list[tuple[dict[str, Any], str, Tensor]] = []
     clones: dict[int, Tensor] = {}
@@ -77,7 +82,7 @@ def substituted(model: nn.Module, values: Mapping[int, Tensor]) -> Iterator[None
             if p is not None and id(p) in values:
                 replaced.append((module._parameters, name, p))
         for name, b in module._buffers.items():
-            if b is not None:
+            if b is not None and not live_buffers:
                 replaced.append((module._buffers, name, b))
     try:
         for store, name, original in replaced:
@@ -134,6 +139,22 @@ class AutoLambda(Method):
             "or auto (finite_difference when the loop gives the batch)",
             kind="str",
             choices=("auto", "finite_difference", "exact"),
+        ),
+        Hyperparameter(
+            "meta_batch_size",
+            None,
+            "batch size of the validation batches of the meta step (default: the training batch size; "
+            "000's code: 100 on Multi-MNIST)",
+            kind="int",
+            low=1,
+        ),
+        Hyperparameter(
+            "batchnorm_stats",
+            "isolated",
+            "isolated: the extra forwards leave the live batch-norm running statistics untouched; live: the "
+            "training-batch forwards at theta, theta + eps d and theta - eps d update them, as 000's code",
+            kind="str",
+            choices=("isolated", "live"),
         ),
     )
     grids: ClassVar[Mapping[str, Mapping[str, Sequence[Any]]]] = {
@@ -237,10 +258,11 @@ class AutoLambda(Method):
                 minus = {
                     id(p): p.detach() - eps * d for p, d in zip(parameters, direction, strict=True) if d is not None
                 }
+                live = self.hparams["batchnorm_stats"] == "live"
                 with torch.no_grad():
-                    with substituted(model, plus):
+                    with substituted(model, plus, live_buffers=live):
                         high = context.compute_losses(train_batch).detach()
-                    with substituted(model, minus):
+                    with substituted(model, minus, live_buffers=live):
                         low = context.compute_losses(train_batch).detach()
                 products = ((high - low) / (2 * eps)).to(losses)
         return -step * products, per_task
@@ -256,7 +278,11 @@ class AutoLambda(Method):
     ) -> StepResult:
         context = self._context()
         train_batch = context.current_batch() if context.current_batch is not None else None
-        validation_batch = context.next_validation_batch()
+        size = self.hparams["meta_batch_size"]
+        validation_batch = context.next_validation_batch(size) if size else context.next_validation_batch()
+        if self.hparams["batchnorm_stats"] == "live" and train_batch is not None:
+            with torch.no_grad():  # 000's virtual step runs its own forward at theta on the live model
+                context.compute_losses(train_batch)
         meta_gradient, per_task = self.hypergradient(losses, validation_batch, train_batch=train_batch)
 
         self.meta_optimizer.zero_grad(set_to_none=True)
