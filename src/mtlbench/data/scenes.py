@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mtlbench.data import register_dataset
-from mtlbench.data.cache import dataset_dir, folder_size, locked, read_manifest, verify_files
+from mtlbench.data.cache import atomic_save_npy, dataset_dir, folder_size, locked, read_manifest, verify_files
 from mtlbench.data.cache import write_manifest as _write_manifest
 from mtlbench.data.cityscapes import ARRAYS, load_split, split_file, to_categories, write_split
 from mtlbench.errors import MissingDataError, UserInputError
@@ -442,6 +442,7 @@ def render(
     ground_label = np.where(offset < road_half, ROAD, np.where(offset < road_half + walk, SIDEWALK, TERRAIN))
 
     label = np.where(sky, SKY, np.where(ground, ground_label, picked[..., 6])).astype(np.int8)
+    normal = surface_normals(picked[..., 0], picked[..., 1], ground, sky)
     instance = np.where(sky | ground, 0, picked[..., 7]).astype(np.int32)
     with np.errstate(divide="ignore"):
         disparity = np.where(sky, 0.0, f * BASELINE / z)
@@ -486,29 +487,75 @@ def render(
         amplitude = per_scene("noise") * np.where(texture == FOLIAGE, 4.0, 1.0) * ~sky
         color = color + amplitude[..., None] * field_[..., :3] + 0.02 * field_[..., 3:4]
     image = np.clip(np.rint(color * 255.0), 0, 255).astype(np.uint8)
-    return {"image": image, "label19": label, "disparity": disparity, "instance": instance}
+    return {"image": image, "label19": label, "disparity": disparity, "instance": instance, "normal": normal}
+
+
+def surface_normals(kind: np.ndarray, first: np.ndarray, ground: np.ndarray, sky: np.ndarray) -> np.ndarray:
+    """Unit normals (B,H,W,3) float32 in camera coordinates (X right, Y down, Z forward), facing the camera.
+
+    ``kind`` and ``first`` are the visible part's kind and first geometry value (X of a SIDE plane). The
+    ground (Y = h_c) has (0, -1, 0); a side plane X = X0 has (-sign X0, 0, 0); boxes and ellipses, flat
+    at depth Z, have (0, 0, -1); the sky has none (all zero, NYUv2's invalid marker).
+    """
+    normal = np.zeros((*kind.shape, 3), dtype=np.float32)
+    solid = ~ground & ~sky
+    side = solid & (kind == SIDE)
+    normal[..., 0] = np.where(side, -np.sign(first), 0.0)
+    normal[..., 1] = np.where(ground, -1.0, 0.0)
+    normal[..., 2] = np.where(solid & ~side, -1.0, 0.0)
+    return normal
+
+
+def depth_from_disparity(disparity: np.ndarray, width: int) -> np.ndarray:
+    """Depth Z = f b / d in metres (float32) of a disparity map at ``width`` pixels; 0 where d = 0 (sky)."""
+    d = np.asarray(disparity, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        depth = np.where(d > 0, FOCAL_PER_WIDTH * width * BASELINE / np.where(d > 0, d, 1.0), 0.0)
+    return depth.astype(np.float32)
+
+
+#: the 19 trainIds merged into 13 classes (the NYUv2 preset's segmentation): road, sidewalk, building,
+#: wall+fence, pole+light+sign, vegetation, terrain, sky, person, rider, car, truck+bus+train, two-wheelers
+TRAIN_TO_13 = np.array([0, 1, 2, 3, 3, 4, 4, 4, 5, 6, 7, 8, 9, 10, 11, 11, 11, 12, 12], dtype=np.int8)
+
+
+def to_13_classes(label19: np.ndarray) -> np.ndarray:
+    """19 trainIds -> the 13 classes of the NYUv2 preset (int8; -1 stays -1)."""
+    label19 = np.asarray(label19)
+    return np.where(label19 >= 0, TRAIN_TO_13[np.clip(label19, 0, 18)], -1).astype(np.int8)
 
 
 def generate(
-    width: int, height: int, indices: Sequence[int], *, seed: int, instances: int, chunk_pixels: int = 3_000_000
+    width: int,
+    height: int,
+    indices: Sequence[int],
+    *,
+    seed: int,
+    instances: int,
+    chunk_pixels: int = 3_000_000,
+    normals: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Images ``indices`` of the dataset with ``seed``: arrays image, label19, label7, disparity, instance."""
+    """Images ``indices`` of the dataset with ``seed``: arrays image, label19, label7, disparity, instance
+    (and ``normal`` (N,H,W,3) float32 when ``normals``)."""
     scenes, noise = [], []
     for index in indices:
         rng = np.random.default_rng(np.random.SeedSequence([seed, int(index)]))
         scenes.append(sample_scene(rng, instances))
         noise.append(rng.standard_normal((height, width, 4)))
-    out: dict[str, list[np.ndarray]] = {name: [] for name in ("image", "label19", "disparity", "instance")}
+    names = ("image", "label19", "disparity", "instance", *(("normal",) if normals else ()))
+    out: dict[str, list[np.ndarray]] = {name: [] for name in names}
     step = 1
     if scenes:
         parts = max(len(s.parts) for s in scenes)
         step = max(1, chunk_pixels // max(1, parts * width * height))
     for start in range(0, len(scenes), step):
         arrays = render(scenes[start : start + step], width, height, noise[start : start + step])
-        for name, array in arrays.items():
-            out[name].append(array)
+        for name in names:
+            out[name].append(arrays[name])
     result = {
-        name: np.concatenate(chunks) if chunks else np.zeros((0, height, width), np.float32)
+        name: np.concatenate(chunks)
+        if chunks
+        else np.zeros((0, height, width, *((3,) if name == "normal" else ())), np.float32)
         for name, chunks in out.items()
     }
     result["label7"] = to_categories(result["label19"])
@@ -530,20 +577,23 @@ def split_indices(n_images: int) -> dict[str, range]:
 # ------------------------------------------------------------------------------------------ the cache
 
 
-def config_name(width: int, height: int, n_images: int, instances: int, seed: int) -> str:
-    return f"{width}x{height}-n{n_images}-i{instances}-s{seed}-v{GENERATOR_VERSION}"
+def config_name(width: int, height: int, n_images: int, instances: int, seed: int, normals: bool = False) -> str:
+    return f"{width}x{height}-n{n_images}-i{instances}-s{seed}-v{GENERATOR_VERSION}" + ("-normals" if normals else "")
 
 
 def ensure(
-    width: int, height: int, *, n_images: int, instances: int, seed: int, force: bool = False
+    width: int, height: int, *, n_images: int, instances: int, seed: int, force: bool = False, normals: bool = False
 ) -> tuple[Path, dict[str, str]]:
-    """Generate (once) and cache a scene dataset; return its folder and the checksums of its files."""
+    """Generate (once) and cache a scene dataset; return its folder and the checksums of its files.
+
+    ``normals`` adds ``{split}_normal.npy`` (N,H,W,3) float32 (a separate cache folder)."""
     if n_images < 3:
         raise UserInputError(f"synthetic_scenes: n_images={n_images} is too small; use at least 3")
     if instances < 0:
         raise UserInputError(f"synthetic_scenes: instances={instances} must be >= 0")
-    folder = dataset_dir(NAME) / config_name(width, height, n_images, instances, seed)
-    names = [split_file(split, array) for split in ("train", "val", "test") for array in ARRAYS]
+    folder = dataset_dir(NAME) / config_name(width, height, n_images, instances, seed, normals)
+    arrays_cached = (*ARRAYS, "normal") if normals else ARRAYS
+    names = [split_file(split, array) for split in ("train", "val", "test") for array in arrays_cached]
     with locked(folder):
         if not force:
             try:
@@ -552,8 +602,10 @@ def ensure(
                 pass  # missing or corrupted: (re)generate
         counts = {}
         for split, indices in split_indices(n_images).items():
-            arrays = generate(width, height, indices, seed=seed, instances=instances)
+            arrays = generate(width, height, indices, seed=seed, instances=instances, normals=normals)
             write_split(folder, split, {name: arrays[name] for name in ARRAYS})
+            if normals:
+                atomic_save_npy(folder / split_file(split, "normal"), arrays["normal"])
             counts[split] = len(indices)
         meta = {
             "source": "generated",
@@ -564,6 +616,7 @@ def ensure(
             "generator_version": GENERATOR_VERSION,
             "counts": counts,
             "has_instance": True,
+            "normals": normals,
         }
         manifest = _write_manifest(folder, names, meta)
     return folder, {name: manifest["files"][name] for name in names}
