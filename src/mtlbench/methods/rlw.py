@@ -8,8 +8,10 @@ with the two distributions 000 evaluates:
 - ``rlw_dirichlet``: lambda ~ Dirichlet(concentration * 1_T), concentration 1 by default.
 
 Following mtlbench's convention (and Gama & Grassi's ``optimizers/rlw.py``) the sample is rescaled
-to sum T: w = T * lambda / sum(lambda). LibMTL's ``RLW`` applies the softmax to the Dirichlet sample
-too; Gama's code and the RLW paper use the Dirichlet sample itself, as here.
+to sum T: w = T * lambda / sum(lambda). ``weights_sum=one`` keeps lambda / sum(lambda) (sum 1), as
+LibMTL's ``weighting/RLW.py`` (softmax of its draw), which 001 ran: ``rlw_normal weights_sum=one`` is
+LibMTL's default RLW exactly. LibMTL's ``RLW`` applies the softmax to the Dirichlet sample too; Gama's
+code and the RLW paper use the Dirichlet sample itself, as here.
 
 Randomness comes from the method's ``generator`` (deterministic given its seed); without one the
 global torch generator is used.
@@ -32,13 +34,23 @@ CITATION = (
 )
 
 
+WEIGHTS_SUM = Hyperparameter(
+    "weights_sum",
+    "tasks",
+    "what the weights sum to: tasks = T (mtlbench, Gama's code) or one = 1 (LibMTL, 001)",
+    kind="str",
+    choices=("tasks", "one"),
+)
+
+
 class RandomLossWeighting(LossWeightingMethod):
-    """Weights T * lambda / sum(lambda) with lambda drawn afresh every step (Lin et al. 2022)."""
+    """Weights T * lambda / sum(lambda) (or lambda / sum(lambda)) with lambda drawn afresh every step."""
 
     kind = MethodKind.LOSS
     head_gradient = HeadGradient.WEIGHTED
     citation = CITATION
     randomized = True
+    hyperparameters = (WEIGHTS_SUM,)
 
     def _device(self) -> torch.device:
         return self.generator.device if self.generator is not None else torch.device("cpu")
@@ -49,7 +61,8 @@ class RandomLossWeighting(LossWeightingMethod):
 
     def loss_weights(self, losses: Tensor) -> Tensor:
         draw = self.sample().to(losses)
-        return self.n_tasks * draw / draw.sum()
+        total = self.n_tasks if self.hparams["weights_sum"] == "tasks" else 1.0
+        return total * draw / draw.sum()
 
 
 @register_method
@@ -74,6 +87,7 @@ class RandomLossWeightingDirichlet(RandomLossWeighting):
         Hyperparameter(
             "concentration", 1.0, "Dirichlet concentration of every task (000 uses 1)", low=0.0, low_inclusive=False
         ),
+        WEIGHTS_SUM,
     )
 
     def __init__(self, n_tasks: int, **kwargs: Any) -> None:

@@ -14,9 +14,11 @@ The reported weights are the effective coefficients c_i = dObjective/dL_i (1/(2 
 
 Reference code: Gama & Grassi's ``optimizers/uw.py`` uses these three forms per task (Gaussian for
 reconstruction and QM9, Boltzmann for classification and segmentation, Laplace for the L1 tasks)
-with eta = log sigma initialised at 0, which mtlbench follows. LibMTL's ``UW`` instead uses the
-Gaussian form for every task, parametrised by s = log sigma^2 initialised at -0.5 (get that form
-with ``loss_types=mse,mse,...``; the parametrisation changes only the optimizer's dynamics).
+with eta = log sigma initialised at 0, which mtlbench follows (``form=kendall``, the default).
+``form=libmtl`` is LibMTL's ``weighting/UW.py`` (which 001 ran; also MTAN's ``--weight uncert``): one
+Gaussian form for every task, parametrised by s = log sigma^2 initialised at -0.5,
+sum_i L_i / (2 exp(s_i)) + s_i / 2 (weights 1/(2 exp(s_i)); optimum s_i = log L_i). It equals the
+Gaussian form at s = 2 eta, but Adam steps on s, not eta, so the dynamics differ.
 
 Loss types come from the trainer (``attach(context)``, ``context.loss_types``) unless the
 ``loss_types`` hyperparameter is given explicitly; with neither, every task is Gaussian.
@@ -86,16 +88,33 @@ class UncertaintyWeighting(LossWeightingMethod):
             "comma-separated loss type per task (mse, cross_entropy, nll, l1); default: the trainer's, else mse",
             kind="str",
         ),
-        Hyperparameter("init", 0.0, "initial log sigma of every task", low=-10.0, high=10.0),
+        Hyperparameter(
+            "init",
+            None,
+            "initial parameter of every task: log sigma (default 0), or s for libmtl (-0.5)",
+            low=-10.0,
+            high=10.0,
+        ),
+        Hyperparameter(
+            "form",
+            "kendall",
+            "kendall: the likelihood of each task's loss type, eta = log sigma; libmtl: L/(2 e^s) + s/2 for every task",
+            kind="str",
+            choices=("kendall", "libmtl"),
+        ),
     )
     stateless = False
     needs_context = True
 
     def __init__(self, n_tasks: int, **kwargs: Any) -> None:
         super().__init__(n_tasks, **kwargs)
-        self.log_sigma = TaskVector(n_tasks, self.hparams["init"])
+        self.libmtl = self.hparams["form"] == "libmtl"
+        init = self.hparams["init"]
+        self.log_sigma = TaskVector(n_tasks, (-0.5 if self.libmtl else 0.0) if init is None else init)
         given = self.hparams["loss_types"]
-        self._explicit = given is not None
+        if self.libmtl and given is not None:
+            raise UserInputError(f"{self.name}: form=libmtl uses one form for every task; drop loss_types={given!r}")
+        self._explicit = given is not None or self.libmtl
         types = given.split(",") if given is not None else ["mse"] * n_tasks
         self.forms = forms_for(types, n_tasks, self.name)
 
@@ -112,18 +131,26 @@ class UncertaintyWeighting(LossWeightingMethod):
         return p, f
 
     def coefficients(self) -> Tensor:
-        """The effective coefficients c_i = exp(-p_i eta_i) / f_i (detached)."""
+        """The effective coefficients c_i = exp(-p_i eta_i) / f_i (libmtl: exp(-s_i) / 2; detached)."""
         eta = self.log_sigma.value.detach()
+        if self.libmtl:
+            return torch.exp(-eta) / 2.0
         p, f = self._powers(eta)
         return torch.exp(-p * eta) / f
 
     def optimal_log_sigma(self, losses: Tensor) -> Tensor:
-        """The analytic minimiser of each task's term for fixed losses: eta* = log(L_i * p_i / f_i) / p_i."""
+        """The analytic minimiser of each task's term for fixed losses: eta* = log(L_i * p_i / f_i) / p_i
+        (libmtl: s* = log L_i)."""
+        if self.libmtl:
+            return torch.log(losses)
         p, f = self._powers(losses)
         return torch.log(losses * p / f) / p
 
     def weighted_loss(self, losses: Tensor) -> tuple[Tensor, Tensor]:
         eta = self.log_sigma.value.to(losses.device)
+        if self.libmtl:  # LibMTL's UW: L / (2 e^s) + s / 2
+            coefficients = torch.exp(-eta) / 2.0
+            return (coefficients * losses + eta / 2.0).sum(), coefficients.detach()
         p, f = self._powers(losses)
         coefficients = torch.exp(-p * eta) / f
         total = (coefficients * losses + eta).sum()
