@@ -125,3 +125,17 @@ def test_matching_is_optimal_not_greedy_and_the_large_component_fallback_agrees(
     rng = np.random.default_rng(0)
     a, b = rng.random((30, 30)) < 0.2, rng.random((30, 30)) < 0.2
     assert match_count(a, b, 0.05) == match_count(a, b, 0.05, max_component=1)
+
+
+def test_padding_labelled_255_is_cropped_away_before_matching() -> None:
+    truth = np.zeros((20, 20), dtype=np.int64)
+    truth[10, 2:18] = 1
+    padded = np.full((1, 1, 28, 24), 255, dtype=np.int64)
+    padded[0, 0, 4:24, 2:22] = truth
+    probability = np.zeros((28, 24))
+    probability[4:24, 2:22] = truth * 0.9
+    probability[0, :] = 0.9  # predicted edges in the padding do not count
+    meter = EdgeODS(0.011, thresholds=3)
+    meter.update(_logits(probability), torch.as_tensor(padded))
+    assert meter.compute()["odsf"] == pytest.approx(100.0)
+    assert meter.sum_r[0] == 16 and meter.sum_p[0] == 16

@@ -37,6 +37,7 @@ from torch import Tensor
 #: maxDist as a fraction of the image diagonal (REFERENCE-DATA section 1e)
 MAX_DIST = {"nyud": 0.011, "pascal_context": 0.0075}
 SEISM_THRESHOLDS = 99
+IGNORE = 255
 OUTLIER_COST = 100.0
 
 # neighbours x1..x8 of Lam, Lee & Suen: E, NE, N, NW, W, SW, S, SE as (row, column) offsets
@@ -165,12 +166,19 @@ class EdgeODS:
             self.sum_p[k] += int(predicted.sum())
 
     def update(self, output: Tensor, target: Tensor) -> None:
+        """A batch; each image is cropped to the rows and columns whose label is not all 255 (padding), as
+        SEISM reads predictions saved at the original image size."""
         probability = torch.sigmoid(output.detach().double()).cpu().numpy()
-        truth = (target == 1).cpu().numpy()
+        labels = target.cpu().numpy()
         for b in range(probability.shape[0]):
-            self.update_probabilities(
-                probability[b].reshape(probability.shape[-2:]), truth[b].reshape(truth.shape[-2:])
-            )
+            p = probability[b].reshape(probability.shape[-2:])
+            t = labels[b].reshape(labels.shape[-2:])
+            inside = t != IGNORE
+            rows, cols = np.flatnonzero(inside.any(1)), np.flatnonzero(inside.any(0))
+            if len(rows) == 0:
+                continue
+            window = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+            self.update_probabilities(p[window], t[window] == 1)
 
     def f_scores(self) -> np.ndarray:
         recall = self.cnt_r / np.maximum(self.sum_r, 1)
