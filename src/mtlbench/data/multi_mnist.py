@@ -15,6 +15,14 @@ within its split (with replacement, as the reference code) by a generator seeded
 ``(partner_seed, split)``, so each split is independent of the others and of the order in which
 they are built. The partner indices are saved in the cache with their checksum and are the source
 of truth afterwards (a numpy upgrade that changed the generator's stream would not change a split).
+
+``partners="published"`` uses instead the right-partner files Gama & Grassi published
+(``datasets/multimnist_dataset/processed/{train,val,test}_right_idx.txt`` of UnitScal_vs_SMTOs@a656e52),
+which numpy's legacy generator rebuilds exactly: ``np.random.seed(0)`` then ``randint(0, 50000,
+size=50000)`` (train), ``randint(50000, 60000, size=60000)`` (val; its loader uses the first 10,000)
+and ``randint(0, 10000, size=10000)`` (test). :func:`published_partners` regenerates them and checks
+the sha256 of their text form against the published files (:data:`PUBLISHED_SHA256`); they need the
+full MNIST (60,000 / 10,000 images).
 The composed uint8 images are cached too, keyed by the checksums of the MNIST images and partners.
 """
 
@@ -77,6 +85,42 @@ def draw_partners(split: str, start: int, stop: int, seed: int) -> np.ndarray:
     return rng.integers(start, stop, size=stop - start, dtype=np.int64)
 
 
+PARTNER_SOURCES = ("seeded", "published")
+#: sha256 of the published ``{split}_right_idx.txt`` files (one integer and a newline per line)
+PUBLISHED_SHA256 = {
+    "train": "8252247196c29915a22ba174b0473df560e1351211473715a7978d57df286110",
+    "val": "078442410dfa53789496693255813e73285ac5d04edbf13585170d289ab54759",
+    "test": "fa6690780ab985905caf52b0ce3df73b9cf9b65f27eeb94f2784ad3f0526294e",
+}
+#: split -> (low, high, size) of the published draws, in the order they were drawn after np.random.seed(0)
+PUBLISHED_DRAWS = {"train": (0, 50_000, 50_000), "val": (50_000, 60_000, 60_000), "test": (0, 10_000, 10_000)}
+
+
+def published_text(partners: np.ndarray) -> bytes:
+    """The text form of a published partner file: one integer per line, each line ending in a newline."""
+    return "".join(f"{int(value)}\n" for value in partners).encode()
+
+
+def published_partners() -> dict[str, np.ndarray]:
+    """Gama & Grassi's published right partners, regenerated and checked against their sha256.
+
+    The val array has 60,000 entries as published; the val split uses its first 10,000.
+    """
+    rng = np.random.RandomState(0)  # the legacy global stream of np.random.seed(0)
+    drawn = {
+        split: rng.randint(low, high, size=size).astype(np.int64)
+        for split, (low, high, size) in PUBLISHED_DRAWS.items()
+    }
+    for split, values in drawn.items():
+        digest = hashlib.sha256(published_text(values)).hexdigest()
+        if digest != PUBLISHED_SHA256[split]:
+            raise CorruptDataError(
+                f"numpy's legacy generator no longer reproduces the published Multi-MNIST {split} partners "
+                f"(sha256 {digest[:12]}... instead of {PUBLISHED_SHA256[split][:12]}...); use partners=seeded"
+            )
+    return drawn
+
+
 def compose(left: np.ndarray | Tensor, right: np.ndarray | Tensor) -> Tensor:
     """Overlay uint8 digits (N, 28, 28): left at 0:28, right at 6:34 of a 36x36 canvas, max, resize to 28.
 
@@ -125,11 +169,11 @@ class MultiMnistData:
     folder: Path
 
 
-def cache_folder(seed: int) -> Path:
-    return dataset_dir(NAME) / f"seed{int(seed)}"
+def cache_folder(seed: int, partners: str = "seeded") -> Path:
+    return dataset_dir(NAME) / ("published" if partners == "published" else f"seed{int(seed)}")
 
 
-def _partners(folder: Path, split: str, start: int, stop: int, seed: int) -> np.ndarray:
+def _partners(folder: Path, split: str, start: int, stop: int, seed: int, source: str = "seeded") -> np.ndarray:
     name = f"partners_{split}.npy"
     state = check_files(folder, [name])[name]
     if state == "ok":
@@ -144,7 +188,16 @@ def _partners(folder: Path, split: str, start: int, stop: int, seed: int) -> np.
             + _redraw_hint(seed, folder)
         )
     # missing, or drawn for an MNIST of another size: draw them (deterministic in seed and split)
-    partners = draw_partners(split, start, stop, seed)
+    if source == "published":
+        low, high, _ = PUBLISHED_DRAWS[split]
+        if (start, stop) != (low, low + (10_000 if split == "val" else high - low)):
+            raise UserInputError(
+                f"partners=published needs the full MNIST (the {split} split is images {start}..{stop - 1} here, "
+                f"not {low}..{low + (10_000 if split == 'val' else high - low) - 1}); use partners=seeded"
+            )
+        partners = published_partners()[split][: stop - start]
+    else:
+        partners = draw_partners(split, start, stop, seed)
     atomic_save_npy(folder / name, partners)
     update_manifest(folder, [name], {f"partners_{split}": {"seed": int(seed), "start": start, "stop": stop}})
     return partners
@@ -164,12 +217,17 @@ def _images(folder: Path, split: str, digits: np.ndarray, left: np.ndarray, righ
     return images
 
 
-def load_multi_mnist(seed: int = 0, mnist: MnistArrays | None = None, *, rebuild: bool = False) -> MultiMnistData:
-    """Build (first time) or load the three splits for partner seed ``seed`` from the MNIST cache."""
+def load_multi_mnist(
+    seed: int = 0, mnist: MnistArrays | None = None, *, rebuild: bool = False, partners: str = "seeded"
+) -> MultiMnistData:
+    """Build (first time) or load the three splits from the MNIST cache: right partners drawn with partner
+    seed ``seed`` (``partners="seeded"``) or Gama & Grassi's published ones (``partners="published"``)."""
     if int(seed) < 0:
         raise UserInputError(f"partner seed {seed!r} must be a non-negative integer")
+    if partners not in PARTNER_SOURCES:
+        raise UserInputError(f"partners={partners!r}; choose one of: {', '.join(PARTNER_SOURCES)}")
     mnist = load_mnist() if mnist is None else mnist
-    folder = cache_folder(seed)
+    folder = cache_folder(seed, partners)
     ranges = split_ranges(len(mnist.x_train), len(mnist.x_test))
     splits: dict[str, MultiMnistSplit] = {}
     with locked(folder):
@@ -179,7 +237,7 @@ def load_multi_mnist(seed: int = 0, mnist: MnistArrays | None = None, *, rebuild
                     (folder / f"{prefix}_{split}.npy").unlink(missing_ok=True)
         for split, (part, start, stop) in ranges.items():
             digits, labels = (mnist.x_train, mnist.y_train) if part == "train" else (mnist.x_test, mnist.y_test)
-            right = _partners(folder, split, start, stop, seed)
+            right = _partners(folder, split, start, stop, seed, partners)
             left = np.arange(start, stop, dtype=np.int64)
             manifest = read_manifest(folder)["files"]
             key = {

@@ -98,6 +98,13 @@ class MultiMNIST(Problem):
             parse=optional_int,
         ),
         ProblemOption("partner_seed", 0, "seed of the random right partners (defines the splits)", parse=int),
+        ProblemOption(
+            "partners",
+            "seeded",
+            "right partners drawn with partner_seed (seeded) or Gama & Grassi's published index files (published)",
+            choices=("seeded", "published"),
+            keyed_at_default=False,
+        ),
     )
     defaults: ClassVar[TrainingDefaults] = TrainingDefaults(
         lr=1e-3,
@@ -134,7 +141,7 @@ class MultiMNIST(Problem):
     def prepare(self) -> None:
         if self._data is not None:
             return
-        data = load_multi_mnist(self.option_values["partner_seed"])
+        data = load_multi_mnist(self.option_values["partner_seed"], partners=self.option_values["partners"])
         train_size = self.option_values["train_size"]
         available = len(data.splits["train"])
         if train_size is not None and train_size > available:
