@@ -5,8 +5,10 @@ U0Atom, UAtom, HAtom, GAtom (atomisation energies, eV), Cv (cal/(mol K)); ``all`
 any subset such as ``mu_alpha_homo``. Data: :mod:`mtlbench.data.qm9` (``mtlbench data fetch qm9``);
 graphs and batching: :mod:`mtlbench.data.qm9_graphs`; model: :mod:`mtlbench.models.mpnn`.
 
-Targets are z-scored with the mean and standard deviation of the training molecules only (of the
-subset, when ``subset`` is set); the loss of a task is the MSE of the z-scored target. The metric
+Targets are z-scored with the mean and (unbiased) standard deviation of the training molecules only
+(of the subset, when ``subset`` is set); ``target_stats=all`` uses every molecule of the dataset
+instead, whatever ``subset`` and ``train_size``, as Gama's code (``QM9.py``: the statistics of the
+whole PyG dataset, train, val and test together). The loss of a task is the MSE of the z-scored target. The metric
 ``MAE`` is the mean absolute error in original units, except that HOMO, LUMO, ZPVE and the four
 atomisation energies are in meV, the units of Nash-MTL's and 000's tables: MAE = |y_hat - y| * std
 (* 1000 for those seven), the mean cancelling.
@@ -115,6 +117,14 @@ class QM9Problem(Problem):
         ProblemOption(
             "features", "pyg", "node/edge features: pyg (as the reference runs) or rdkit", choices=FEATURE_SETS
         ),
+        ProblemOption(
+            "target_stats",
+            "train",
+            "z-score targets with the mean/std of the training molecules (train) or of all molecules of the "
+            "dataset, whatever subset/train_size (all: Gama's code)",
+            choices=("train", "all"),
+            keyed_at_default=False,
+        ),
     )
     defaults: ClassVar[TrainingDefaults] = TrainingDefaults(
         lr=1e-3,
@@ -180,7 +190,7 @@ class QM9Problem(Problem):
         normalised = []
         for name in self.task_names:
             column = molecules.targets[:, TASKS.index(name)]
-            mean, std = zscore_statistics(column[train])
+            mean, std = zscore_statistics(column if self.option_values["target_stats"] == "all" else column[train])
             self._mean[name], self._std[name] = mean, std
             normalised.append((column - mean) / std)
         self._targets = np.ascontiguousarray(np.stack(normalised), dtype=np.float32)  # (T, N)
