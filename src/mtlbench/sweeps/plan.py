@@ -187,6 +187,11 @@ class SweepPlan:
         for name, value in settings.items():
             setattr(base, name, value)
         self.base = base
+        for method in spec.method_settings:
+            try:
+                get_method(method)
+            except UserInputError as error:
+                raise spec.error(f"method_settings.{method}", str(error)) from None
         self.reference_groups = self._reference_groups() if spec.references.enabled else []
         self.method_groups = [self._method_group(method) for method in spec.methods]
         for group in [*self.reference_groups, *self.method_groups]:
@@ -250,6 +255,10 @@ class SweepPlan:
         common = self._common_grid({key: values for key, values in override.items() if key in GRID_KEYS})
         grid = {**common, **own}
         base = dataclasses.replace(self.base, method=method, method_params=fixed, kind=MULTI_TASK)
+        for name, value in spec.method_settings.get(method, {}).items():  # [method_settings.<method>]
+            if name in GRID_KEYS:
+                grid.pop(name, None)
+            setattr(base, name, value)
         search, final = self._seeds(spec.search_seeds, spec.final_seeds)
         candidates = [Candidate(i, values) for i, values in enumerate(expand(grid))]
         return Group(method, MULTI_TASK, candidates, search, final, base, _resolve=self._resolve)

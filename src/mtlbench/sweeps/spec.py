@@ -15,6 +15,8 @@ A sweep file names a problem, its tasks and options, the methods, the grids and 
     [method_grids.cagrad]     # a method's own grid (default: the method registry's grid for the problem)
     c = [0.2, 0.5, 0.8]
     [method_params.famo]      # fixed hyperparameters of a method
+    [method_settings.nash_mtl]  # fixed RunConfig fields of one method's runs, over [settings]
+    objective = "sum"         # (a method not in ``methods`` may appear: specs extending this one)
     [references]              # single-task references: enabled, search_seeds, final_seeds, grid
     [ray]                     # cpus_per_run, gpus_per_run
     [scales.smoke]            # any of the keys above, merged over the file by ``--scale smoke``
@@ -51,6 +53,8 @@ SETTING_TYPES: dict[str, tuple[type, ...]] = {
     "scheduler_gamma": (float, int),
     "step_size": (int,),
     "plateau_monitor": (str,),
+    "objective": (str,),
+    "selection": (str,),
     "device": (str,),
     "threads": (int,),
     "grad_metrics_every": (int,),
@@ -68,6 +72,7 @@ _BODY_KEYS = (
     "grid_problem",
     "method_grids",
     "method_params",
+    "method_settings",
     "references",
     "ray",
 )
@@ -107,6 +112,8 @@ class SweepSpec:
     method_grids: dict[str, dict[str, list[Any]]]
     method_params: dict[str, dict[str, Any]]
     references: ReferenceSpec
+    #: method -> fixed RunConfig fields of its runs (over ``settings``)
+    method_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     cpus_per_run: int | None = None
     gpus_per_run: float = 0.0
     description: str = ""
@@ -249,14 +256,14 @@ def _grid(value: Any, source: str, key: str) -> dict[str, list[Any]]:
     return {name: _values_list(values, source, f"{key}.{name}", numeric=True) for name, values in table.items()}
 
 
-def _settings(value: Any, source: str) -> dict[str, Any]:
-    table = _table(value, source, "settings")
-    _check_keys(table, tuple(SETTING_TYPES), source, "settings")
+def _settings(value: Any, source: str, key: str = "settings") -> dict[str, Any]:
+    table = _table(value, source, key)
+    _check_keys(table, tuple(SETTING_TYPES), source, key)
     for name, item in table.items():
         types = SETTING_TYPES[name]
         if isinstance(item, bool) or not isinstance(item, types):
             kind = "a number" if float in types else ("an integer" if int in types else "text")
-            raise UserInputError(f"{source}: settings.{name}: must be {kind}, got {item!r}")
+            raise UserInputError(f"{source}: {key}.{name}: must be {kind}, got {item!r}")
     return table
 
 
@@ -313,6 +320,11 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "<sweep>", scale: str | 
         if method not in methods:
             raise UserInputError(f"{source}: method_params.{method}: not in methods; allowed: {', '.join(methods)}")
         method_params[method] = _table(table, source, f"method_params.{method}")
+    method_settings: dict[str, dict[str, Any]] = {}
+    # a method missing from ``methods`` is allowed (a spec that extends this one may run it); the plan
+    # checks that every name is a registered method
+    for method, table in _table(data.get("method_settings"), source, "method_settings").items():
+        method_settings[method] = _settings(table, source, f"method_settings.{method}")
 
     grid = _grid(data.get("grid"), source, "grid")
     refs = _table(data.get("references"), source, "references")
@@ -356,6 +368,7 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "<sweep>", scale: str | 
         grid_problem=grid_problem,
         method_grids=method_grids,
         method_params=method_params,
+        method_settings=method_settings,
         references=references,
         cpus_per_run=cpus,
         gpus_per_run=float(gpus),

@@ -1,0 +1,149 @@
+"""000's exact semantics as options: the built-in 000 specs, Multi-MNIST's published partners, QM9's
+target statistics and plateau monitor, RotoGrad's rotation loss and lr floor, Auto-Lambda's meta batch."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mtlbench.data import multi_mnist as mm
+from mtlbench.errors import UserInputError
+from mtlbench.methods import create
+from mtlbench.problems import create_problem
+from mtlbench.sweeps.plan import SweepPlan
+from mtlbench.sweeps.spec import builtin_specs, load_spec
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "gg" / "multi_mnist"
+
+# 000's scale per method (Gama & Grassi's optimizers/*.py next to mtlbench's sum convention)
+OBJECTIVE_000 = {
+    "unit_scal": "mean",
+    "si": "mean",
+    "famo": "mean",
+    "cagrad": "mean_shared",
+    **dict.fromkeys(["auto_lambda", "cdtt", "edm", "graddrop", "imtl", "mgda_ub", "nash_mtl", "pcgrad"], "sum"),
+    **dict.fromkeys(["rlw_dirichlet", "rlw_normal", "rotograd", "uw"], "sum"),
+}
+SPECS_000 = [name for name in builtin_specs() if name.split("_")[0] in ("mnist", "city", "scenes", "qm9")]
+THREE_TASK_STEPS = ("instseg", "hr", "19c")
+
+
+def test_every_000_spec_is_known():
+    assert len(SPECS_000) == 15 and "qm9" in SPECS_000 and "qm9_diverged" in SPECS_000
+
+
+@pytest.mark.parametrize("scale", ["paper", "cpu", "smoke"])
+@pytest.mark.parametrize("name", SPECS_000)
+def test_000_specs_carry_000s_settings(name, scale):
+    spec = load_spec(name, scale)
+    plan = SweepPlan(spec, threads=1)
+    n_tasks = len(plan.tasks) if spec.problem not in ("cityscapes", "synthetic_scenes") else None
+    three_tasks = name.rpartition("_")[2] in THREE_TASK_STEPS or spec.problem == "qm9"
+    for group in plan.method_groups:
+        trial = group.search_trials()[0]
+        config = trial.config
+        assert config.objective == OBJECTIVE_000[group.name], (name, group.name)
+        params = config.method_params
+        if group.name == "imtl":
+            assert params["system"] == ("transposed" if three_tasks else "paper"), name
+        if group.name == "rotograd":
+            two_d = spec.problem in ("multi_mnist", "qm9")
+            assert params["rotation_loss"] == ("sum" if two_d else "mean")
+            assert params["rotation_lr_floor"] == (1e-5 if spec.problem == "qm9" else 0.0)
+            if spec.problem in ("cityscapes", "synthetic_scenes"):
+                assert {t.config.weight_decay for t in group.search_trials()} == {0.0}
+        if group.name == "auto_lambda":
+            assert params["batchnorm_stats"] == "live"
+            assert params["meta_batch_size"] == (100 if spec.problem == "multi_mnist" else None)
+        if group.name == "nash_mtl" and spec.problem == "qm9" and scale == "paper":
+            assert sorted({t.config.lr for t in group.search_trials()}) == [1e-4, 5e-4, 1e-3, 5e-3]
+    base = plan.base
+    options = plan.problem.option_values
+    if spec.problem == "multi_mnist":
+        assert options["partners"] == "published"
+    if spec.problem == "qm9":
+        assert options["target_stats"] == "all" and base.plateau_monitor == "last_batch"
+        assert base.scheduler == "plateau"
+    assert base.selection == "delta_m"
+    assert n_tasks is None or n_tasks >= 2
+    for group in plan.reference_groups:  # single-task references: the same numbers at any scale
+        assert group.search_trials()[0].config.objective == "sum"
+
+
+# ------------------------------------------------------------------------------------ Multi-MNIST
+def test_published_partners_are_rebuilt_exactly():
+    partners = mm.published_partners()
+    assert [len(partners[s]) for s in ("train", "val", "test")] == [50_000, 60_000, 10_000]
+    for split, (low, high, _) in mm.PUBLISHED_DRAWS.items():
+        assert partners[split].min() >= low and partners[split].max() < high
+        assert hashlib.sha256(mm.published_text(partners[split])).hexdigest() == mm.PUBLISHED_SHA256[split]
+    assert partners["train"][:3].tolist() == [2732, 43567, 42613]
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="the published index files live in ../shared (not shipped)")
+def test_published_partners_equal_the_published_files():
+    partners = mm.published_partners()
+    for split in ("train", "val", "test"):
+        data = (SHARED / f"{split}_right_idx.txt").read_bytes()
+        assert hashlib.sha256(data).hexdigest() == mm.PUBLISHED_SHA256[split]
+        assert np.array_equal(np.array(data.split(), dtype=np.int64), partners[split])
+
+
+def test_published_partners_feed_the_splits(tmp_path):
+    folder = tmp_path / "published"
+    for split, (start, stop) in {"train": (0, 50_000), "val": (50_000, 60_000), "test": (0, 10_000)}.items():
+        right = mm._partners(folder, split, start, stop, 0, "published")
+        assert np.array_equal(right, mm.published_partners()[split][: stop - start])
+    with pytest.raises(UserInputError, match="partners=published needs the full MNIST"):
+        mm._partners(tmp_path / "small", "train", 0, 250, 0, "published")
+
+
+def test_published_partners_need_the_full_mnist(fake_mnist):
+    problem = create_problem("multi_mnist", "CL_RR", partners="published")
+    with pytest.raises(UserInputError, match="full MNIST"):
+        problem.prepare()
+    seeded = create_problem("multi_mnist", "CL_RR")
+    assert seeded.reference_config() == {"problem": "multi_mnist", "train_size": None, "partner_seed": 0}
+    assert problem.reference_config()["partners"] == "published"
+
+
+def test_new_problem_options_keep_reference_keys():
+    assert "target_stats" not in create_problem("qm9", "mu").reference_config()
+    assert create_problem("qm9", "mu", target_stats="all").reference_config()["target_stats"] == "all"
+    with pytest.raises(UserInputError, match="target_stats='some'"):
+        create_problem("qm9", "mu", target_stats="some")
+
+
+# ------------------------------------------------------------------------------------------ RotoGrad
+def _rotograd_step(**params):
+    torch.manual_seed(0)
+    method = create("rotograd", n_tasks=2, generator=torch.Generator().manual_seed(1), **params)
+
+    class Context:
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-4)
+
+    from mtlbench.models.base import MultiTaskModel
+
+    encoder = torch.nn.Linear(3, 4)
+    heads = torch.nn.ModuleDict({"a": torch.nn.Linear(4, 1), "b": torch.nn.Linear(4, 1)})
+    model = method.wrap_model(MultiTaskModel(encoder, heads, representation_size=4))
+    method.context = Context()
+    x = torch.randn(8, 3)
+    z = model.encode(x)
+    outputs = model.decode(z)
+    losses = torch.stack([outputs["a"].pow(2).mean(), (outputs["b"] - 1).pow(2).mean()])
+    result = method.backward(losses, model.shared_parameters(), features=z, task_parameters=model.task_parameters())
+    return method, result
+
+
+def test_rotograd_rotation_loss_sum_is_batch_times_mean_and_the_lr_floor():
+    mean_method, mean = _rotograd_step()
+    _, total = _rotograd_step(rotation_loss="sum")
+    assert total.info["rotation_loss"] == pytest.approx(8 * mean.info["rotation_loss"], rel=1e-5)
+    assert mean_method._rotation_lr() == pytest.approx(1e-5)  # 1e-4 x lr_scale 0.1
+    floored, _ = _rotograd_step(rotation_lr_floor=3e-5)
+    assert floored._rotation_lr() == pytest.approx(3e-5)
