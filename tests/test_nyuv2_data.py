@@ -185,3 +185,25 @@ def test_cli_prepare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert main(["data", "prepare", "nyuv2", "--raw", str(raw), "--force"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "val/label/1.npy holds the label -2" in err
+
+
+def test_libmtl_split_selects_the_published_indices(tmp_path: Path) -> None:
+    truth = make_tree(tmp_path / "raw", {"train": 795, "val": 4})
+    nyuv2.prepare(tmp_path / "raw")
+    split = nyuv2.libmtl_split()
+    problem = create_problem("nyuv2", width=2, augment=False)
+    assert [problem.num_examples(s) for s in ("train", "val", "test")] == [636, 159, 4]
+    assert not problem.test_selected
+    val = np.concatenate([b.targets["S"].numpy() for b in problem.batches("val", 64)])
+    expected = np.stack([truth["train"][i]["label"] for i in split["val"]]).astype(np.int64)
+    np.testing.assert_array_equal(val, expected)
+    first = next(problem.batches("train", 3)).targets["D"][:, 0].numpy()
+    np.testing.assert_array_equal(
+        first, np.stack([truth["train"][i]["depth"][..., 0] for i in split["train"][:3]]).astype(np.float32)
+    )
+    small = create_problem("nyuv2", train_size=10, val_size=5, test_size=2)
+    assert [small.num_examples(s) for s in ("train", "val", "test")] == [10, 5, 2]
+    mtan = create_problem("nyuv2", val_split="none", test_size=3)
+    assert [mtan.num_examples(s) for s in ("train", "val", "test")] == [795, 3, 3]
+    with pytest.raises(UserInputError, match="val_size=200 exceeds the 159 val images"):
+        create_problem("nyuv2", val_size=200).prepare()

@@ -39,6 +39,7 @@ from torch.nn import functional as F
 from mtlbench.data import nyuv2 as data
 from mtlbench.data.cache import verify_files
 from mtlbench.errors import MissingDataError, UserInputError
+from mtlbench.models.architectures import MODEL_HELP, MODELS, build, check_model
 from mtlbench.models.base import MultiTaskModel
 from mtlbench.models.deeplab import DeepLabHead
 from mtlbench.models.resnet import load_encoder_weights, resnet_encoder
@@ -293,9 +294,12 @@ class NYUv2Problem(Problem):
         ProblemOption(
             "metric_reduction", "global", "depth/normal metrics over pixels or per batch", choices=REDUCTIONS
         ),
-        ProblemOption("encoder", "resnet50", "shared dilated ResNet", choices=("resnet18", "resnet50")),
-        ProblemOption("width", 64, "base channels of the ResNet (64 = the real one)", parse=int),
+        ProblemOption("model", "aspp", MODEL_HELP, choices=MODELS, keyed_at_default=False),
+        ProblemOption("encoder", "resnet50", "dilated ResNet of aspp/deeplabv3plus*", choices=("resnet18", "resnet50")),
+        ProblemOption("width", 64, "base channels of the network (64 = the real one)", parse=int),
         ProblemOption("train_size", 0, "use only the first N training images (0 = all)", parse=int),
+        ProblemOption("val_size", 0, "use only the first N validation images (0 = all; a trial)", parse=int),
+        ProblemOption("test_size", 0, "use only the first N test images (0 = all; a trial)", parse=int),
         ProblemOption("encoder_weights", "", "torchvision-named state dict to initialise the encoder", parse=str),
     )
 
@@ -303,8 +307,9 @@ class NYUv2Problem(Problem):
         super().__init__(tasks, **options)
         if self.option_values["width"] < 1:
             raise UserInputError(f"nyuv2: option width={self.option_values['width']} must be a positive number")
-        if self.option_values["train_size"] < 0:
-            raise UserInputError(f"nyuv2: option train_size={self.option_values['train_size']} must be >= 0")
+        for key in ("train_size", "val_size", "test_size"):
+            if self.option_values[key] < 0:
+                raise UserInputError(f"nyuv2: option {key}={self.option_values[key]} must be >= 0")
         self._arrays: dict[str, dict[str, np.ndarray]] = {}
         self._indices: dict[str, np.ndarray] = {}
         self._checksums: dict[str, str] = {}
@@ -345,13 +350,19 @@ class NYUv2Problem(Problem):
             indices = {"train": np.array(split["train"]), "val": np.array(split["val"])}
         else:
             indices = {"train": np.arange(n_train)}
-        n = self.option_values["train_size"]
-        if n:
-            if n > len(indices["train"]):
-                raise UserInputError(
-                    f"nyuv2: option train_size={n} exceeds the {len(indices['train'])} training images"
-                )
-            indices["train"] = indices["train"][:n]
+        indices["test"] = np.arange(len(test["image"]))
+        if self.test_selected:
+            indices["val"] = indices["test"]
+        for split in ("train", "val", "test"):
+            n = self.option_values[f"{split}_size"]
+            if n and not (split == "val" and self.test_selected):  # val = test: test_size applies
+                if n > len(indices[split]):
+                    raise UserInputError(
+                        f"nyuv2: option {split}_size={n} exceeds the {len(indices[split])} {split} images"
+                    )
+                indices[split] = indices[split][:n]
+        if self.test_selected:
+            indices["val"] = indices["test"]
         self._indices = indices
         self.size = tuple(train["image"].shape[1:3])  # type: ignore[assignment]
         self.tasks = self._make_tasks(self.size)
@@ -360,10 +371,8 @@ class NYUv2Problem(Problem):
         if split not in self.splits:
             raise UserInputError(f"nyuv2: unknown split {split!r}; choose one of: {', '.join(self.splits)}")
         self.prepare()
-        if split == "test" or (split == "val" and self.test_selected):
-            arrays = self._arrays["test"]
-            return arrays, np.arange(len(arrays["image"]))
-        return self._arrays["train"], self._indices[split]
+        source = "test" if split == "test" or (split == "val" and self.test_selected) else "train"
+        return self._arrays[source], self._indices[split]
 
     def num_examples(self, split: str) -> int:
         return len(self._source(split)[1])
@@ -390,4 +399,17 @@ class NYUv2Problem(Problem):
 
     def build_model(self, *, dropout: float = 0.0) -> MultiTaskModel:
         values = self.option_values
+        if values["model"] != "aspp":
+            height, width = self.size or data.MTAN_SIZE
+            check_model(self.name, values["model"], height, width, encoder_weights=values["encoder_weights"])
+            outputs = {task.name: {"S": data.CLASSES, "D": 1, "N": 3}[task.name] for task in self.tasks}
+            return build(
+                values["model"],
+                outputs,
+                (height, width),
+                encoder=values["encoder"],
+                width=values["width"],
+                dropout=dropout,
+                encoder_weights=values["encoder_weights"],
+            )
         return build_model(self.tasks, values["encoder"], values["width"], values["encoder_weights"], dropout)
