@@ -264,3 +264,21 @@ def test_mean_changes_sgd_steps_by_one_over_T_and_mean_shared_only_the_encoder()
         expected = (a - s) / 2 if index < n_shared else (a - s)
         torch.testing.assert_close(b - s, expected, rtol=1e-4, atol=1e-7)
     assert math.isfinite(float(shared_only[0].sum()))
+
+
+# ------------------------------------------------------------------------------------------------ toy
+def test_toy_objective_keeps_mean_as_default_and_scale_as_its_old_name(capsys):
+    from mtlbench.cli.main import main
+    from mtlbench.problems.toy import run_toy
+
+    common = dict(method="sum", optimizer="sgd", lr=0.01, steps=200, record_every=None)
+    assert run_toy(**common).final.tolist() == run_toy(**common, objective="mean").final.tolist()
+    assert run_toy(**common, scale="sum").final.tolist() == run_toy(**common, objective="sum").final.tolist()
+    assert run_toy(**common, objective="sum").final.tolist() != run_toy(**common).final.tolist()
+    outputs = []
+    for flag in ("--objective", "--scale"):
+        assert main(["toy", "--optimizer", "sgd", "--lr", "5", "--steps", "300", flag, "sum", "--json"]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1]
+    assert main(["toy", "--steps", "5", "--objective", "avg"]) == 2
+    assert "objective='avg'" in capsys.readouterr().err

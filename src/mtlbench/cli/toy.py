@@ -24,8 +24,14 @@ def toy(
     set_: Annotated[
         list[str] | None, typer.Option("--set", "-s", help="Method hyperparameter name=value (repeatable).")
     ] = None,
-    scale: Annotated[
-        str, typer.Option(help="mean: directions divided by T as in the original toy code; sum: mtlbench's scale.")
+    objective: Annotated[
+        str,
+        typer.Option(
+            "--objective",
+            "--scale",
+            help="mean: directions divided by T as in the original toy code; sum: mtlbench's scale "
+            "(--scale is the old name).",
+        ),
     ] = "mean",
     json_: Annotated[bool, typer.Option("--json", help='Print only {"iterations": [i1, i2, i3]}.')] = False,
     plot: Annotated[Path | None, typer.Option(help="Save the trajectories over the loss contours (PNG).")] = None,
@@ -43,7 +49,7 @@ def toy(
         steps,
         tolerance,
         hyperparameters=hyperparameters,
-        scale=scale,
+        objective=objective,
         record_every=1 if plot is not None else None,
         stop_when_converged=plot is None,
     )

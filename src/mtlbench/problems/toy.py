@@ -13,8 +13,9 @@ which each of the starts (-8.5, 7.5), (-8.5, -5), (9, 9) first reaches the globa
 
 Conventions of the original toy code, kept here: float32 parameters, torch's Adam (betas 0.9,
 0.999, eps 1e-8) or plain gradient descent, and the update of its "EW" is the *mean* gradient; so by
-default (``scale="mean"``) every method's direction is divided by T = 2 (``scale="sum"`` keeps
-mtlbench's sum-of-gradients scale, which doubles the effective GD step). The original CAGrad toy
+default (``objective="mean"``, the run setting ``RunConfig.objective`` of the trainer) every method's
+direction is divided by T = 2 (``objective="sum"`` keeps mtlbench's sum-of-gradients scale, which
+doubles the effective GD step; ``scale=`` is the old name of the argument, still accepted). The original CAGrad toy
 divides by ``1 + c`` (``--set rescale=2``); mtlbench's default ``rescale=1`` divides by ``1 + c^2``
 (with Adam either is nearly irrelevant). 001 counts with CAGrad at ``c = 0.5``.
 
@@ -250,11 +251,12 @@ def run_toy(
     *,
     hyperparameters: Mapping[str, Any] | None = None,
     starts: Sequence[Sequence[float]] = STARTS,
-    scale: str = "mean",
+    objective: str = "mean",
     record_every: int | None = 1,
     stop_when_converged: bool = False,
     dtype: str = "float32",
     seed: int = 0,
+    scale: str | None = None,
 ) -> ToyResult:
     """Optimise the toy from each start with ``method`` and ``optimizer`` for ``steps`` iterations.
 
@@ -270,8 +272,10 @@ def run_toy(
         raise UserInputError(f"steps={steps!r} must be a non-negative integer")
     if not (math.isfinite(tolerance) and tolerance > 0):
         raise UserInputError(f"tolerance={tolerance!r} must be a positive number")
-    if scale not in SCALES:
-        raise UserInputError(f"scale={scale!r} is unknown; choose one of: mean, sum")
+    if scale is not None:  # the old name of ``objective``
+        objective = scale
+    if objective not in SCALES:
+        raise UserInputError(f"objective={objective!r} is unknown; choose one of: mean, sum")
     if dtype not in ("float32", "float64"):
         raise UserInputError(f"dtype={dtype!r} is unknown; choose one of: float32, float64")
     if record_every is not None and (not isinstance(record_every, int) or record_every < 1):
@@ -280,7 +284,7 @@ def run_toy(
 
     x = np.array(starts, dtype=dtype).reshape(-1, 2)
     n_starts = x.shape[0]
-    factor = 0.5 if scale == "mean" else 1.0
+    factor = 0.5 if objective == "mean" else 1.0
     if method == "sum":
 
         def direction(grads: np.ndarray, losses: np.ndarray) -> np.ndarray:
