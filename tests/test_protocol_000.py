@@ -147,3 +147,29 @@ def test_rotograd_rotation_loss_sum_is_batch_times_mean_and_the_lr_floor():
     assert mean_method._rotation_lr() == pytest.approx(1e-5)  # 1e-4 x lr_scale 0.1
     floored, _ = _rotograd_step(rotation_lr_floor=3e-5)
     assert floored._rotation_lr() == pytest.approx(3e-5)
+
+
+# -------------------------------------------------------------------------------------- fixed weights
+def test_fixed_weights_extract_at_one_lr_and_train_at_the_selected_one(tmp_path, capsys):
+    from mtlbench.analysis.fixed_weights import ExtractedWeights, fixed_weights_config, parse_train_lr
+    from mtlbench.cli.main import main
+    from mtlbench.store.results import ResultsStore
+    from tests.test_analysis import add_reference, add_run
+
+    store = ResultsStore(tmp_path / "results.db")
+    add_reference(store)
+    add_run(store, "nash_mtl", 1, (1.0, 2.0), val_delta_m=-1.0, lr=0.01, weights=[(1.5, 0.5)] * 3)
+    add_run(store, "nash_mtl", 1, (1.0, 2.0), val_delta_m=-9.0, lr=0.0001, weights=[(0.5, 1.5)] * 3)
+    db = str(tmp_path / "results.db")
+    args = ["fixed-weights", "--from", "nash_mtl", "-p", "synthetic", "-t", "T0_T1", "--results", db]
+    assert main([*args, "--extract-lr", "0.0001", "--train-lr", "best"]) == 0
+    out = capsys.readouterr().out
+    assert "lr 0.0001" in out and "T0=0.250000" in out and "training lr:     0.01 (--train-lr best)" in out
+    assert main([*args, "--train-lr", "fast"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "--train-lr='fast'" in error
+    assert parse_train_lr("0.001") == 0.001 and parse_train_lr(None) is None
+    source = ExtractedWeights(1, "nash_mtl", ["T0", "T1"], np.array([0.25, 0.75]), {"lr": 1e-4, "problem": "p"})
+    config = fixed_weights_config(source, 1, lr=1e-3, objective="mean")
+    assert config["lr"] == 1e-3 and config["objective"] == "mean" and config["method_params"]["weights"] == (0.5, 1.5)
+    assert "objective" not in fixed_weights_config(source, 1)

@@ -112,9 +112,29 @@ def setting_key(config: dict[str, Any]) -> str:
     return json.dumps({k: v for k, v in config.items() if k not in ignored}, sort_keys=True, default=str)
 
 
-def fixed_weights_config(source: ExtractedWeights, seed: int, device: str = "auto") -> dict[str, Any]:
-    """RunConfig fields of a ``fixed_weights`` run with the source run's hyperparameters."""
+def parse_train_lr(value: str | None) -> str | float | None:
+    """``--train-lr``: None (the source run's lr), ``best`` or a positive number; a one-line error otherwise."""
+    if value is None or value == "best":
+        return value
+    try:
+        lr = float(value)
+    except ValueError:
+        lr = -1.0
+    if not lr > 0 or lr != lr or lr == float("inf"):
+        raise UserInputError(f"--train-lr={value!r}; give best (the source method's selected lr) or a positive number")
+    return lr
+
+
+def fixed_weights_config(
+    source: ExtractedWeights, seed: int, device: str = "auto", *, lr: float | None = None, objective: str = "sum"
+) -> dict[str, Any]:
+    """RunConfig fields of a ``fixed_weights`` run with the source run's hyperparameters (``lr`` overrides its
+    learning rate: 000 extracted QM9's weights from Nash-MTL at lr 1e-4 and trained them at Nash-MTL's selected lr)."""
     fields = {name: source.config[name] for name in COPIED_FIELDS if name in source.config}
+    if lr is not None:
+        fields["lr"] = float(lr)
+    if objective != "sum":  # 000 trains fixed weights (sum 1) on its mean objective: objective="mean"
+        fields["objective"] = objective
     weights = tuple(float(f"{w:.6g}") for w in source.weights_sum_t)  # exactly the printed --set values
     return {**fields, "method": "fixed_weights", "method_params": {"weights": weights}, "seed": seed, "device": device}
 
@@ -127,6 +147,7 @@ __all__ = [
     "extract_fixed_weights",
     "fixed_weights_config",
     "normalised_trajectory",
+    "parse_train_lr",
     "run_weight_trajectory",
     "setting_key",
     "weights_from_run",

@@ -21,8 +21,23 @@ def fixed_weights(
     tasks: Annotated[str, typer.Option("--tasks", "-t", help="Tasks joined by '_', e.g. CL_RR.")],
     run: Annotated[int | None, typer.Option("--run", help="Extract from this run id.")] = None,
     lr: Annotated[
-        float | None, typer.Option("--lr", help="Use the source's best setting at this learning rate.")
+        float | None,
+        typer.Option("--lr", "--extract-lr", help="Extract from the source's best setting at this learning rate."),
     ] = None,
+    train_lr: Annotated[
+        str | None,
+        typer.Option(
+            "--train-lr",
+            metavar="best|LR",
+            help="Learning rate of the --launch runs: the source run's (default), best (the lr of the source "
+            "method's selected setting; 000 extracted QM9's weights at lr 1e-4 and trained them at Nash-MTL's "
+            "best lr) or a number.",
+        ),
+    ] = None,
+    objective: Annotated[
+        str,
+        typer.Option(help="Objective scale of the --launch runs: sum, or mean (000: weights summing to 1)."),
+    ] = "sum",
     launch: Annotated[
         bool, typer.Option("--launch", help="Train fixed_weights runs with the source run's hyperparameters.")
     ] = False,
@@ -44,13 +59,14 @@ def fixed_weights(
     runs with the source run's hyperparameters (lr, dropout, weight decay, epochs, batch size, optimizer, scheduler,
     problem options)."""
     from mtlbench.analysis.data import load_problem_runs, method_title, resolve_problem
-    from mtlbench.analysis.fixed_weights import fixed_weights_config, weights_from_run
+    from mtlbench.analysis.fixed_weights import fixed_weights_config, parse_train_lr, weights_from_run
     from mtlbench.cli.results import open_results
     from mtlbench.methods import METHODS
 
     METHODS[source]  # one-line error for an unknown method
     if seeds is not None and seeds < 1:
         raise UserInputError(f"--seeds={seeds} must be >= 1")
+    train_lr_value = parse_train_lr(train_lr)
     path = _results_path(results)
     store = open_results(path)
     options = {k: coerce_option(v) for k, v in parse_assignments(option, "--option").items()}
@@ -77,6 +93,8 @@ def fixed_weights(
         selection = dataclasses.replace(data, runs=candidates)
         chosen = selection.final_runs()[source]
         run_id, n_source = chosen[0].id, len(chosen)
+    if train_lr_value == "best":
+        train_lr_value = _best_lr(store, source, problem, tasks, options)
     extracted = weights_from_run(store, run_id)
     if list(extracted.tasks) != tasks.split("_") and run is not None:
         raise UserInputError(f"run {run} has tasks {'_'.join(extracted.tasks)}, not {tasks}")
@@ -89,6 +107,8 @@ def fixed_weights(
         "weights (sum 1): " + ", ".join(f"{t}={w:.6f}" for t, w in zip(extracted.tasks, extracted.weights, strict=True))
     )
     print(f"fixed_weights:   --method fixed_weights --set {extracted.set_option()}")
+    if train_lr_value is not None:
+        print(f"training lr:     {train_lr_value:g} (--train-lr {train_lr})")
     if not launch:
         return
     from mtlbench.store.results import ResultsStore
@@ -97,7 +117,7 @@ def fixed_weights(
     store = ResultsStore(path)
     failed = 0
     for seed in range(1, (seeds or n_source) + 1):
-        run_config = RunConfig(**fixed_weights_config(extracted, seed, device))
+        run_config = RunConfig(**fixed_weights_config(extracted, seed, device, lr=train_lr_value, objective=objective))
         if store.completed_run(run_config.resolved().to_dict()) is not None:
             console.print(f"fixed_weights seed {seed}: already in the store", highlight=False)
             continue
@@ -112,6 +132,19 @@ def fixed_weights(
         print(f"run {result.run_id}: fixed_weights seed {seed}, test Δm {fmt(result.test_delta_m, 3)}%")
     if failed:
         raise typer.Exit(1)
+
+
+def _best_lr(store, source: str, problem: str, tasks: str, options: dict) -> float:
+    """The learning rate of the source method's selected setting (best validation Delta_m over its settings)."""
+    from mtlbench.analysis.data import load_problem_runs, resolve_problem
+
+    resolved, _ = resolve_problem(store, problem, tasks, options or None)
+    data = load_problem_runs(store, resolved)
+    runs = [r for r in data.runs if r.method == source]
+    if not runs:
+        raise MissingDataError(f"--train-lr best: no completed {source} runs on {problem} {tasks}")
+    chosen = dataclasses.replace(data, runs=runs).final_runs()[source]
+    return float(chosen[0].config["lr"])
 
 
 def _close(a: float | None, b: float) -> bool:
