@@ -2,7 +2,9 @@
 
 Gama & Grassi (000), section 3.5: constant task weights, e.g. extracted from an SMTO's weight
 trajectory (per-epoch means, EMA with beta 0.9, last value). Following mtlbench's convention the
-given weights are renormalised to sum to T: w_i = T * v_i / sum_j v_j.
+given weights are renormalised to sum to T: w_i = T * v_i / sum_j v_j. ``normalize=false`` uses them as
+given (002's grid-searched weights, e.g. NYUD 1/1/2/50: renormalising would change their balance against
+weight decay and the learning rate; docs/fidelity.md).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class FixedWeights(LossWeightingMethod):
             kind="floats",
             low=0.0,
         ),
+        Hyperparameter("normalize", True, "renormalise the weights to sum T (false: use them as given)", kind="bool"),
     )
 
     def __init__(self, n_tasks: int, **kwargs) -> None:
@@ -47,7 +50,7 @@ class FixedWeights(LossWeightingMethod):
         if sum(given) <= 0:
             raise UserInputError(f"fixed_weights: weights={given!r} must have a positive sum")
         values = torch.tensor(given, dtype=torch.float32)
-        self.weights = values * n_tasks / values.sum()
+        self.weights = values * n_tasks / values.sum() if self.hparams["normalize"] else values
 
     def loss_weights(self, losses: Tensor) -> Tensor:
         return self.weights.to(losses.device)

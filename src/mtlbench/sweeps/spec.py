@@ -58,6 +58,9 @@ SETTING_TYPES: dict[str, tuple[type, ...]] = {
     "device": (str,),
     "threads": (int,),
     "grad_metrics_every": (int,),
+    "grad_clip": (float, int),
+    "iterations": (int,),
+    "eval_every": (int,),
 }
 _BODY_KEYS = (
     "description",

@@ -15,7 +15,7 @@ from mtlbench.problems import PROBLEMS
 from mtlbench.problems.base import parse_task_names
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULERS = ("exponential", "plateau", "step", "none")
+SCHEDULERS = ("exponential", "plateau", "step", "poly", "none")
 RUN_KINDS = ("multi_task", "reference")
 #: the objective scale of a run: the sum of the losses, or every gradient of the step divided by T
 #: (``mean``), or only the shared parameters' gradient divided by T (``mean_shared``, 000's CAGrad)
@@ -23,7 +23,16 @@ OBJECTIVES = ("sum", "mean", "mean_shared")
 #: what ReduceLROnPlateau monitors (see RunConfig)
 PLATEAU_MONITORS = ("train_loss", "last_batch", "val_loss", "val_delta_m")
 #: fields dropped from :meth:`RunConfig.to_dict` while at these defaults (so stored runs keep their hashes)
-HASH_OMITTED_DEFAULTS: dict[str, Any] = {"grad_metrics_every": 0, "objective": "sum", "selection": "delta_m"}
+HASH_OMITTED_DEFAULTS: dict[str, Any] = {
+    "grad_metrics_every": 0,
+    "objective": "sum",
+    "selection": "delta_m",
+    "grad_clip": 0.0,
+    "iterations": 0,
+    "eval_every": 0,
+}
+#: exponent of the poly schedule, lr = base * (1 - step / total)^0.9 (InvPT ``utils/utils.py``, MTI-Net)
+POLY_POWER = 0.9
 
 
 @dataclass
@@ -35,7 +44,15 @@ class RunConfig:
     'train_loss' the summed training loss averaged over the epoch; 'last_batch' the summed training
     loss of the epoch's last mini-batch (Gama's code, 000); 'val_loss' the summed validation loss;
     'val_delta_m' minus the validation Delta_m (nash-mtl's QM9 trainer; needs a reference). 'step' is
-    StepLR(step_size, gamma); 'none' keeps the lr constant.
+    StepLR(step_size, gamma); 'poly' is lr * (1 - step / total_steps)^0.9 stepped after every training
+    step (002 Table IX; InvPT's ``poly`` schedule); 'none' keeps the lr constant.
+
+    ``iterations`` > 0 trains for that many steps instead of ``epochs`` (002's HRNet/ViT setups: 40k),
+    drawing batches from consecutive shuffled passes over the training set, and evaluates every
+    ``eval_every`` steps (0 = once, at the end): each evaluation block is one entry of the history (an
+    "epoch" of the record), so ``epochs`` becomes ceil(iterations / eval_every). ``grad_clip`` > 0 clips
+    the global L2 norm of the model's gradients to it before the optimizer step
+    (``torch.nn.utils.clip_grad_norm_``, InvPT's ``grad_clip``; 10 in 002's ViT setup; 0 = off).
 
     ``objective`` 'sum' (default) trains on the sum of the losses; 'mean' divides every gradient the
     step writes into the main optimizer (shared parameters, heads, method parameters such as UW's)
@@ -70,6 +87,9 @@ class RunConfig:
     grad_metrics_every: int = 0
     objective: str = "sum"
     selection: str = "delta_m"
+    grad_clip: float = 0.0
+    iterations: int = 0
+    eval_every: int = 0
 
     def resolved(self) -> RunConfig:
         """A copy with the problem's defaults filled in, the device and threads fixed, and all values checked."""
@@ -100,6 +120,9 @@ class RunConfig:
             threads=torch.get_num_threads() if self.threads is None else self.threads,
         )
         config.eval_batch_size = config.eval_batch_size or max(config.batch_size, 256)
+        if config.iterations > 0:
+            block = config.eval_every or config.iterations
+            config.epochs = -(-config.iterations // block)
         if len(tasks) == 1 and config.objective in OBJECTIVES:
             config.objective = "sum"  # at T = 1 every scale gives the same numbers: one hash
         if config.kind == "reference":
@@ -133,6 +156,13 @@ class RunConfig:
                 f"plateau_monitor={self.plateau_monitor!r}; choose one of: {', '.join(PLATEAU_MONITORS)}",
             ),
             (self.objective in OBJECTIVES, f"objective={self.objective!r}; choose one of: {', '.join(OBJECTIVES)}"),
+            (self.grad_clip >= 0, f"grad_clip={self.grad_clip!r} must be >= 0 (0 = off)"),
+            (self.iterations >= 0, f"iterations={self.iterations!r} must be >= 0 (0 = train for epochs)"),
+            (self.eval_every >= 0, f"eval_every={self.eval_every!r} must be >= 0"),
+            (
+                self.eval_every == 0 or self.iterations > 0,
+                f"eval_every={self.eval_every!r} needs iterations > 0 (with epochs, evaluation is every epoch)",
+            ),
         ]
         for ok, message in checks:
             if not ok:

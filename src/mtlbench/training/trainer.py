@@ -32,7 +32,7 @@ from mtlbench.problems import create_problem
 from mtlbench.problems.base import Problem
 from mtlbench.training import provenance
 from mtlbench.training.allocator import tune_allocator
-from mtlbench.training.config import RunConfig
+from mtlbench.training.config import POLY_POWER, RunConfig
 from mtlbench.training.diagnostics import GradientDiagnostics
 from mtlbench.training.evaluation import Metrics, evaluate, metric_directions
 from mtlbench.training.objective import apply_objective, objective_factor, scaled_parameters
@@ -93,7 +93,11 @@ def build_optimizer(config: RunConfig, parameters: list[torch.nn.Parameter]) -> 
     )
 
 
-def build_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer) -> Any:
+def build_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer, total_steps: int = 1) -> Any:
+    """The run's lr schedule; ``poly`` (stepped after each training step) decays over ``total_steps``."""
+    if config.scheduler == "poly":
+        total = max(1, total_steps)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total) ** POLY_POWER)
     if config.scheduler == "exponential":
         return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.scheduler_gamma)
     if config.scheduler == "plateau":
@@ -131,7 +135,11 @@ class Session:
         self._objective_parameters = scaled_parameters(
             config.objective, model.shared_parameters(), [*parameters, *method.parameters()]
         )
-        self.scheduler = build_scheduler(config, self.optimizer)
+        steps_per_pass = math.ceil(problem.num_examples("train") / config.batch_size)
+        self.total_steps = config.iterations or config.epochs * steps_per_pass
+        self.scheduler = build_scheduler(config, self.optimizer, self.total_steps)
+        self._clip_parameters = parameters if config.grad_clip > 0 else None
+        self._train_stream: Any = None
         self.shared = model.shared_parameters()
         self.heads = model.task_parameters()
         self._current: Any = None
@@ -174,6 +182,26 @@ class Session:
             except StopIteration:
                 self._val_batches = None
 
+    def train_batches(self, epoch: int) -> Any:
+        """The training batches of record ``epoch``: one shuffled pass, or with ``config.iterations`` the next
+        ``eval_every`` steps (fewer at the end) of consecutive shuffled passes."""
+        config = self.config
+        if not config.iterations:
+            yield from self.problem.batches("train", config.batch_size, shuffle=True, generator=self.data_generator)
+            return
+        block = config.eval_every or config.iterations
+        count = min(block, config.iterations - epoch * block)
+        for _ in range(count):
+            batch = next(self._train_stream, None) if self._train_stream is not None else None
+            if batch is None:
+                self._train_stream = self.problem.batches(
+                    "train", config.batch_size, shuffle=True, generator=self.data_generator
+                )
+                batch = next(self._train_stream, None)
+                if batch is None:
+                    return
+            yield batch
+
     def step(self, batch: Any, *, check_finite: bool = False) -> tuple[torch.Tensor, StepResult]:
         """One training step on a batch already on the device; returns the losses and the method's result."""
         self._current = batch
@@ -187,7 +215,11 @@ class Session:
             self.diagnostics.observe(losses, outputs, batch, self.problem.tasks, self.shared)
         result = self.method.backward(losses, self.shared, features=features, task_parameters=self.heads)
         apply_objective(self._objective_parameters, self._objective_factor)
+        if self._clip_parameters is not None:  # config.grad_clip: the model's global gradient norm
+            torch.nn.utils.clip_grad_norm_(self._clip_parameters, self.config.grad_clip)
         self.optimizer.step()
+        if self.config.scheduler == "poly":
+            self.scheduler.step()
         if self.method.needs_extra_forward:
             self.method.after_step(_no_grad(lambda: self.compute_losses(batch)))
         else:
@@ -316,7 +348,8 @@ class Trainer:
         self._maybe_resume(state, model, method, optimizer, scheduler, data_generator)
         check_each_step = self.device.type == "cpu"
 
-        steps_per_epoch = math.ceil(problem.num_examples("train") / config.batch_size)
+        steps_per_pass = math.ceil(problem.num_examples("train") / config.batch_size)
+        steps_per_epoch = config.eval_every or config.iterations or steps_per_pass
         for epoch in range(state["epoch"], config.epochs):
             epoch_start = time.perf_counter()
             self._emit({"event": "epoch_start", "epoch": epoch, "epochs": config.epochs, "steps": steps_per_epoch})
@@ -329,7 +362,7 @@ class Trainer:
                 session.diagnostics.start_epoch()
             if self.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(self.device)
-            for batch in problem.batches("train", config.batch_size, shuffle=True, generator=data_generator):
+            for batch in session.train_batches(epoch):
                 batch = batch.to(self.device, non_blocking=True)
                 try:
                     losses, result = session.step(batch, check_finite=check_each_step)
@@ -533,7 +566,7 @@ class Trainer:
         last_losses: torch.Tensor | None = None,
         val_delta_m: float | None = None,
     ) -> None:
-        if scheduler is None:
+        if scheduler is None or self.config.scheduler == "poly":  # poly steps with the training steps
             return
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             monitor = self.config.plateau_monitor
