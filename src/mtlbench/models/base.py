@@ -7,6 +7,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from mtlbench.errors import UserInputError
+
+REPRESENTATIONS = ("single", "packed", "none")
+
 
 class MultiTaskModel(nn.Module):
     """``encoder`` -> shared representation z -> (optional per-task adapter) -> ``heads[task]``.
@@ -17,7 +21,16 @@ class MultiTaskModel(nn.Module):
       the method that installs them owns and updates them.
     - ``last_shared_layer`` is the module whose parameters AvgNorm and GradNorm measure gradients on
       (by default the last module of the encoder that has parameters).
+    - ``representation`` says what z is (:data:`REPRESENTATIONS`): ``single`` (one shared layer, as
+      here), ``packed`` (several shared layers the heads read, packed exactly into one tensor:
+      representation-level methods are exact on it, rotations of it mean nothing) or ``none`` (the
+      heads read task-specific features, e.g. MTAN's attention: no shared z). :func:`check_method`
+      turns a method that needs more than the model has into a one-line error.
     """
+
+    #: architecture name used in error messages (the dense problems' ``model`` option)
+    architecture: str = "model"
+    representation: str = "single"
 
     def __init__(
         self,
@@ -67,3 +80,28 @@ class MultiTaskModel(nn.Module):
         if last is None:
             raise ValueError("the encoder has no parameters")
         return last
+
+
+def check_method(model: MultiTaskModel, method: Any) -> None:
+    """Raise a one-line error if ``method`` needs a shared representation the model does not have.
+
+    Representation-level methods (``space=representation``) need a shared z (``single`` or ``packed``);
+    methods that install per-task adapters on z (RotoGrad's rotations of its channels) need ``single``.
+    """
+    kind = getattr(model, "representation", "single")
+    name = getattr(model, "architecture", type(model).__name__)
+    method_name = getattr(method, "name", type(method).__name__)
+    space = getattr(method, "hparams", {}).get("space")
+    if space == "representation" and kind == "none":
+        raise UserInputError(
+            f"model {name} has no shared representation (each head reads its own task's attended features); "
+            f"method {method_name} needs one: use space=parameters or another model"
+        )
+    from mtlbench.methods.base import Method
+
+    installs_adapters = type(method).wrap_model is not Method.wrap_model
+    if installs_adapters and kind != "single":
+        what = "no shared representation" if kind == "none" else "a representation packed from several layers"
+        raise UserInputError(
+            f"model {name} has {what}; method {method_name} transforms a single shared feature map: use another model"
+        )

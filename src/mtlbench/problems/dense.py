@@ -45,6 +45,7 @@ from mtlbench.data import cityscapes as city
 from mtlbench.data import scenes
 from mtlbench.data.cache import read_manifest, verify_files
 from mtlbench.errors import MissingDataError, UserInputError
+from mtlbench.models.architectures import MODEL_HELP, MODELS, build, check_model
 from mtlbench.models.base import MultiTaskModel
 from mtlbench.models.deeplab import DeepLabHead
 from mtlbench.models.resnet import load_encoder_weights, resnet_encoder
@@ -64,6 +65,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MAX_ROTATION = 10.0
 TASK_NAMES = ("S", "D", "I")
+#: output channels of the heads of the tasks other than S (whose count is the ``classes`` option)
+HEAD_OUTPUTS = {"D": 1, "I": 2, "N": 3}
 
 #: 000 section 3.3's ladder: options and tasks of each step
 PRESETS: dict[str, tuple[dict[str, Any], str]] = {
@@ -303,8 +306,11 @@ def _common_options(
         ),
         ProblemOption("classes", classes_default, "semantic classes: 7 categories or 19", parse=int, choices=(7, 19)),
         ProblemOption("resolution", resolution_default, "input resolution WIDTHxHEIGHT", parse=resolution),
-        ProblemOption("encoder", encoder_default, "shared dilated ResNet", choices=("resnet18", "resnet50")),
-        ProblemOption("width", width_default, "base channels of the ResNet (64 = the real one)", parse=int),
+        ProblemOption("model", "aspp", MODEL_HELP, choices=MODELS, keyed_at_default=False),
+        ProblemOption(
+            "encoder", encoder_default, "shared dilated ResNet of aspp/deeplabv3plus*", choices=("resnet18", "resnet50")
+        ),
+        ProblemOption("width", width_default, "base channels of the network (64 = the real one)", parse=int),
         ProblemOption("augment", True, "rotation +-10 degrees and horizontal flip of training batches", parse=boolean),
         ProblemOption("train_size", 0, "use only the first N training images (0 = all)", parse=int),
         ProblemOption("encoder_weights", "", "torchvision-named state dict to initialise the encoder", parse=str),
@@ -320,6 +326,8 @@ class DenseProblem(Problem):
     def __init__(self, tasks: str | Sequence[str] = "all", **options: Any) -> None:
         if options.get("preset", "none") is None:  # the CLI reads "none" as None
             options["preset"] = "none"
+        if str(options.get("model", "aspp")).startswith("deeplabv3plus"):
+            options.setdefault("encoder", "resnet50")  # 001/LibMTL's backbone, before a preset's
         preset = options.get("preset", "none")
         if preset != "none":
             preset = ProblemOption("preset", "none", "", choices=("none", *PRESETS)).coerce(preset, self.name)
@@ -335,6 +343,13 @@ class DenseProblem(Problem):
         if self.option_values["train_size"] < 0:
             raise UserInputError(f"{self.name}: option train_size={self.option_values['train_size']} must be >= 0")
         self.size = city.parse_resolution(self.option_values["resolution"])  # (W, H)
+        check_model(
+            self.name,
+            self.option_values["model"],
+            self.size[1],
+            self.size[0],
+            encoder_weights=self.option_values["encoder_weights"],
+        )
         catalog = make_tasks(self.option_values["classes"], (self.size[1], self.size[0]), width)
         self.tasks = [catalog[name] for name in self.task_names]
         self._data: dict[str, dict[str, np.ndarray]] = {}
@@ -426,13 +441,31 @@ class DenseProblem(Problem):
 
     # ---------------------------------------------------------------- model
 
+    def head_outputs(self) -> dict[str, int]:
+        """Output channels of each task's head (S: classes; D: 1; I: 2 offsets; N: 3 normal components)."""
+        return {name: self.option_values["classes"] if name == "S" else HEAD_OUTPUTS[name] for name in self.task_names}
+
     def build_model(self, *, dropout: float = 0.0) -> MultiTaskModel:
+        """The ``model`` option's network (``aspp``: the dilated ResNet and DeepLab heads of 000)."""
+        values = self.option_values
+        if values["model"] != "aspp":
+            return build(
+                values["model"],
+                self.head_outputs(),
+                (self.size[1], self.size[0]),
+                encoder=values["encoder"],
+                width=values["width"],
+                dropout=dropout,
+                encoder_weights=values["encoder_weights"],
+            )
         encoder = resnet_encoder(self.option_values["encoder"], width=self.option_values["width"])
         if self.option_values["encoder_weights"]:
             load_encoder_weights(encoder, self.option_values["encoder_weights"])
         spec = HeadSpec(in_features=encoder.out_channels, dropout=dropout)
         heads = {task.name: task.make_head(spec) for task in self.tasks}
-        return MultiTaskModel(encoder, heads, representation_size=encoder.out_channels)
+        built = MultiTaskModel(encoder, heads, representation_size=encoder.out_channels)
+        built.architecture = "aspp"
+        return built
 
 
 @register_problem

@@ -26,7 +26,7 @@ from threadpoolctl import threadpool_limits
 from mtlbench.errors import MissingDataError, MtlbenchError, RunFailedError, UserInputError
 from mtlbench.methods import Method, StepResult, TrainingContext, create
 from mtlbench.metrics import delta_m, delta_m_metrics
-from mtlbench.models.base import MultiTaskModel
+from mtlbench.models.base import MultiTaskModel, check_method
 from mtlbench.optim import fused_supported
 from mtlbench.problems import create_problem
 from mtlbench.problems.base import Problem
@@ -126,6 +126,7 @@ class Session:
             generator=torch.Generator().manual_seed(config.seed + 10_007),
             **config.method_params,
         )
+        check_method(model, method)  # one-line error if the method needs a z the model lacks
         self.model = model = method.wrap_model(model).to(device)
         self.method = method.to(device)
         parameters = [p for p in model.parameters() if p.requires_grad and not _is_adapter(model, p)]
