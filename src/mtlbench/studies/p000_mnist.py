@@ -79,7 +79,11 @@ class Mnist000(SweepStudy):
         StudySweep(
             "mnist_cl_rr",
             SWEEP,
-            overlays={"test": test_scale_overlay(["unit_scal", "cagrad"], problem_options={"train_size": 200})},
+            overlays={
+                "test": test_scale_overlay(
+                    ["unit_scal", "cagrad"], problem_options={"train_size": 200, "partners": "seeded"}
+                )
+            },
         ),
     )
     published: ClassVar[Mapping[tuple[str, str], Published]] = {

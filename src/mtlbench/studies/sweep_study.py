@@ -10,7 +10,7 @@ stated margin in Delta_m points). Subclasses add figures or extra cells by overr
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -29,6 +29,20 @@ from mtlbench.studies.base import (
 from mtlbench.studies.sweeps import final_values, run_sweep, study_spec
 
 BASELINE = "unit_scal"
+#: method-claim kinds checked with an equivalence test
+NO_DIFFERENCE = ("not_beaten", "equivalent")
+
+
+@dataclass(frozen=True)
+class StandIn:
+    """A generated stand-in: ``available()`` tells whether the real data is cached; else the sweep runs
+    ``replacement`` (another built-in spec, or an overlay of the spec) and the output carries ``note``;
+    ``test_overlay`` sizes the stand-in for the ``test`` scale."""
+
+    available: Callable[[], bool]
+    replacement: str | Mapping[str, Any]
+    note: str
+    test_overlay: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -38,16 +52,20 @@ class StudySweep:
     spec: str
     label: str = ""
     overlays: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    #: the problem's stand-in at test/smoke/cpu scale when the real data is absent: (check, overlay, note)
-    stand_in: tuple[Any, Mapping[str, Any], str] | None = None
+    #: the problem's stand-in at test/smoke/cpu scale when the real data is absent (the study's overlays
+    #: still apply on top)
+    stand_in: StandIn | None = None
+    #: the study scales that run this sweep (default: every scale)
+    scales: tuple[str, ...] = ("test", "smoke", "cpu", "paper")
 
 
 @dataclass(frozen=True)
 class MethodClaim:
     """A claim about methods against Unit. Scal. on one sweep's test Delta_m.
 
-    ``kind`` 'beats': each of ``methods`` has a higher Delta_m than Unit. Scal. (``require`` all/any);
+    ``kind`` 'beats': each of ``methods`` has a higher Delta_m than Unit. Scal. (``require`` all/any/majority);
     'not_beaten': no method of ``methods`` beats Unit. Scal. by more than ``margin`` Delta_m points;
+    'equivalent': every method is within ``margin`` Delta_m points of Unit. Scal. (TOST);
     'worse': each method is below Unit. Scal. ``effect`` is the paper's difference (or a stated minimal
     effect) in Delta_m points, for the power of a non-significant test.
     """
@@ -100,9 +118,9 @@ class SweepStudy(Study):
                 c.key,
                 c.text,
                 c.source,
-                "no_difference" if c.kind == "not_beaten" else "difference",
+                "no_difference" if c.kind in NO_DIFFERENCE else "difference",
                 f"margin {c.margin:g} Δm points"
-                if c.kind == "not_beaten"
+                if c.kind in NO_DIFFERENCE
                 else (f"effect {c.effect:g} Δm points" if c.effect else ""),
             )
             for c in self.method_claims
@@ -111,15 +129,20 @@ class SweepStudy(Study):
     def spec_for(self, sweep: StudySweep, scale: str) -> tuple[Any, list[str]]:
         """The sweep spec at ``scale`` (with the stand-in where the real data is absent) and notes."""
         notes: list[str] = []
+        spec_name = sweep.spec
         overlay = dict(sweep.overlays.get(scale, {}))
-        if sweep.stand_in is not None and scale != "paper":
-            available, stand_in_overlay, note = sweep.stand_in
-            if not available():
-                from mtlbench.sweeps.spec import deep_merge
+        stand_in = sweep.stand_in
+        if stand_in is not None and scale != "paper" and not stand_in.available():
+            from mtlbench.sweeps.spec import deep_merge
 
-                overlay = deep_merge(stand_in_overlay, overlay)
-                notes.append(note)
-        spec = study_spec(sweep.spec, scale, overlay, name=f"{self.name}:{self._sweep_label(sweep)}")
+            if isinstance(stand_in.replacement, str):
+                spec_name = stand_in.replacement
+            else:
+                overlay = deep_merge(stand_in.replacement, overlay)
+            if scale == "test":
+                overlay = deep_merge(overlay, stand_in.test_overlay)
+            notes.append(stand_in.note)
+        spec = study_spec(spec_name, scale, overlay, name=f"{self.name}:{self._sweep_label(sweep)}")
         return spec, notes
 
     def execute(self, context: StudyContext) -> StudyOutcome:
@@ -127,6 +150,8 @@ class SweepStudy(Study):
         outcome = self.outcome(context.scale)
         reports: dict[str, Any] = {}
         for sweep in self.sweeps:
+            if context.scale not in sweep.scales:
+                continue
             spec, notes = self.spec_for(sweep, context.scale)
             outcome.notes.extend(notes)
             context.note(f"sweep {spec.name}: {spec.problem} {spec.tasks}, {len(spec.methods)} method(s)")
@@ -186,14 +211,15 @@ class SweepStudy(Study):
         missing = [m for m in claim.methods if m not in ran]
         if not comparisons:
             return verdicts.Check(verdicts.INCONCLUSIVE, "none of the claim's methods ran at this scale")
-        if claim.kind == "not_beaten":
-            checks = verdicts.check_family(comparisons, claim="no_difference", margin=claim.margin, kind="not_greater")
+        if claim.kind in NO_DIFFERENCE:
+            kind = "not_greater" if claim.kind == "not_beaten" else "equal"
+            checks = verdicts.check_family(comparisons, claim="no_difference", margin=claim.margin, kind=kind)
         else:
             alternative = "greater" if claim.kind == "beats" else "less"
             checks = verdicts.check_family(
                 comparisons, claim="difference", alternative=alternative, effect=claim.effect, effects=effects
             )
-        combined = verdicts.combine(checks, require="all" if claim.kind == "not_beaten" else claim.require)  # type: ignore[arg-type]
+        combined = verdicts.combine(checks, require="all" if claim.kind in NO_DIFFERENCE else claim.require)  # type: ignore[arg-type]
         details = "; ".join(f"{m}: {c.verdict} ({c.detail})" for m, c in checks.items())
         if missing:
             details += f"; not run at this scale: {', '.join(missing)}"
@@ -212,4 +238,4 @@ def published_delta(value: float, source: str, aggregation: str = "mean test Δm
     return Published(value, source, "higher", aggregation, "%")
 
 
-__all__ = ["BASELINE", "MethodClaim", "StudySweep", "SweepStudy", "published_delta", "test_scale_overlay"]
+__all__ = ["BASELINE", "MethodClaim", "StandIn", "StudySweep", "SweepStudy", "published_delta", "test_scale_overlay"]

@@ -28,6 +28,9 @@ def study_spec(spec: str, scale: str, overlay: Mapping[str, Any] | None = None, 
         raw = deep_merge({k: v for k, v in raw.items() if k != "scales"}, scales[spec_scale])
     else:
         raw = {k: v for k, v in raw.items() if k != "scales"}
+    if overlay and overlay.get("problem", raw.get("problem")) != raw.get("problem"):
+        # another problem (a stand-in): the spec's problem options are not its options
+        raw = {k: v for k, v in raw.items() if k != "problem_options"}
     if overlay:
         raw = deep_merge(raw, overlay)
     if "methods" in (overlay or {}):  # a scale that runs fewer methods drops the others' grids and parameters
@@ -98,4 +101,29 @@ def final_metric(report: Any, method: str, task: str, metric: str) -> dict[int, 
     return out
 
 
-__all__ = ["SPEC_SCALE", "final_metric", "final_values", "run_sweep", "study_spec"]
+def final_epochs(context: StudyContext, report: Any, method: str) -> dict[int, list[dict[str, Any]]]:
+    """``{seed: epoch records}`` of a method's completed final runs (weights, gradient diagnostics, ...)."""
+    from mtlbench.store.results import ResultsStore
+
+    store = ResultsStore(context.results)
+    out: dict[int, list[dict[str, Any]]] = {}
+    for result in report.methods:
+        if result.method != method:
+            continue
+        for final in result.final:
+            if final.run is not None and final.run.status == "completed":
+                out[final.seed] = list(store.run(final.run.id)["epochs"])
+    return out
+
+
+def has_dataset(name: str) -> bool:
+    """Whether dataset ``name`` is in the local cache (``mtlbench data info``)."""
+    from mtlbench.data import DATASETS
+
+    try:
+        return bool(DATASETS[name].info())
+    except Exception:  # an unreadable cache counts as absent: the study says it used the stand-in
+        return False
+
+
+__all__ = ["SPEC_SCALE", "final_epochs", "final_metric", "final_values", "has_dataset", "run_sweep", "study_spec"]

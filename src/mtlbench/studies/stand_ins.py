@@ -1,0 +1,44 @@
+"""The generated stand-ins a study uses at test/smoke/cpu scale when a real dataset is not cached.
+
+Each is ``(available, replacement, note)`` for :class:`~mtlbench.studies.sweep_study.StudySweep`:
+Cityscapes steps fall back to the ``scenes_*`` specs (generated street scenes with the same tasks and
+presets), QM9 to the generated 11-task regression problem ``synthetic``. The note says so in the output.
+"""
+
+from __future__ import annotations
+
+from mtlbench.studies.sweep_study import StandIn
+from mtlbench.studies.sweeps import has_dataset
+
+QM9_TASKS = "_".join(f"T{i}" for i in range(11))
+
+
+def cityscapes(step: str) -> StandIn:
+    """The Cityscapes ladder step ``step`` (r50, r18, instseg, hr, 19c), or its generated-scenes spec."""
+    return StandIn(
+        lambda: has_dataset("cityscapes"),
+        f"scenes_{step}",
+        f"Cityscapes is not prepared here: the {step.upper()} step ran on generated street scenes (scenes_{step}); "
+        "prepare it with `mtlbench data prepare cityscapes --raw PATH` for the real data",
+        {"problem_options": {"n_images": 12, "resolution": "32x16", "width": 4}, "settings": {"batch_size": 4}},
+    )
+
+
+def qm9() -> StandIn:
+    """QM9, or the generated regression problem with 11 tasks (same count as QM9's targets)."""
+    overlay = {
+        "problem": "synthetic",
+        "tasks": QM9_TASKS,
+        "grid_problem": "qm9",
+        "problem_options": {"train_size": 256, "eval_size": 128, "similarity": 0.2},
+    }
+    return StandIn(
+        lambda: has_dataset("qm9"),
+        overlay,
+        "QM9 is not cached here: the generated 11-task regression problem `synthetic` (task similarity 0.2) stood "
+        "in for it; fetch the real data with `mtlbench data fetch qm9`",
+        {"problem_options": {"train_size": 64, "eval_size": 32}},
+    )
+
+
+__all__ = ["QM9_TASKS", "cityscapes", "qm9"]
