@@ -8,9 +8,9 @@ the analyses' titles) is therefore written to ``catalog.json`` next to this modu
 
     python -m mtlbench.catalog --write
 
-and read from there. The file records a fingerprint of the sources it was built from
+and read from there. Each section records a fingerprint of the sources it was built from
 (``methods/*.py``, ``problems/*.py``, ``analysis/analyses.py``): when they change and the file was not
-regenerated, :func:`load` describes the live classes instead (slower, never wrong), and
+regenerated, that section is described from the live classes instead (slower, never wrong), and
 ``tests/test_startup.py`` fails with the command above. Entry-point plugins are not in the file: their
 names are listed without importing them (:func:`plugin_names`), and they are imported only when their
 metadata is shown. A process that has already imported the live registries (for instance after a
@@ -20,6 +20,7 @@ metadata is shown. A process that has already imported the live registries (for 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import inspect
 import json
 import math
@@ -33,16 +34,16 @@ from typing import Any
 PACKAGE = Path(__file__).resolve().parent
 CATALOG_PATH = PACKAGE / "catalog.json"
 REGENERATE = "python -m mtlbench.catalog --write"
-#: the sources whose declarations the catalog holds (their fingerprint says whether it is current)
-SOURCES = ("methods/*.py", "problems/*.py", "analysis/analyses.py")
+#: the sources of each section (their fingerprint says whether the section is current)
+SOURCES = {"methods": ("methods/*.py",), "problems": ("problems/*.py",), "analyses": ("analysis/analyses.py",)}
 METHOD_GROUP = "mtlbench.methods"
 PROBLEM_GROUP = "mtlbench.problems"
 
 
-def fingerprint() -> str:
-    """SHA-256 over the catalogued source files (relative path and bytes), in a fixed order."""
+def fingerprint(section: str) -> str:
+    """SHA-256 over a section's source files (relative path and bytes), in a fixed order."""
     digest = hashlib.sha256()
-    for path in sorted({p for pattern in SOURCES for p in PACKAGE.glob(pattern)}):
+    for path in sorted({p for pattern in SOURCES[section] for p in PACKAGE.glob(pattern)}):
         digest.update(path.relative_to(PACKAGE).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
@@ -124,20 +125,36 @@ def describe_problem(cls: Any) -> dict[str, Any]:
     }
 
 
-def build() -> dict[str, Any]:
-    """Describe the live built-in registries (imports torch, pandas, matplotlib): what ``--write`` stores."""
-    from mtlbench.analysis.analyses import ANALYSES
+def _build_methods() -> dict[str, Any]:
     from mtlbench.methods import METHODS
+
+    return {n: describe_method(c) for n, c in METHODS.items() if c.__module__.startswith(_BUILTIN)}
+
+
+def _build_problems() -> dict[str, Any]:
     from mtlbench.problems import PROBLEMS
 
-    builtin = (PACKAGE.name + ".",)
-    return {
-        "fingerprint": fingerprint(),
+    return {n: describe_problem(c) for n, c in PROBLEMS.items() if c.__module__.startswith(_BUILTIN)}
+
+
+def _build_analyses() -> dict[str, Any]:
+    from mtlbench.analysis.analyses import ANALYSES
+
+    return {n: {"name": n, "title": a.title, "description": a.description} for n, a in ANALYSES.items()}
+
+
+_BUILTIN = PACKAGE.name + "."
+_BUILDERS = {"methods": _build_methods, "problems": _build_problems, "analyses": _build_analyses}
+
+
+def build() -> dict[str, Any]:
+    """Describe the live built-in registries (imports torch, pandas, matplotlib): what ``--write`` stores."""
+    catalog: dict[str, Any] = {
         "regenerate": REGENERATE,
-        "methods": {n: describe_method(c) for n, c in METHODS.items() if c.__module__.startswith(builtin)},
-        "problems": {n: describe_problem(c) for n, c in PROBLEMS.items() if c.__module__.startswith(builtin)},
-        "analyses": {n: {"name": n, "title": a.title, "description": a.description} for n, a in ANALYSES.items()},
+        "fingerprints": {section: fingerprint(section) for section in _BUILDERS},
     }
+    catalog.update({section: builder() for section, builder in _BUILDERS.items()})
+    return catalog
 
 
 def dumps(catalog: Mapping[str, Any]) -> str:
@@ -153,12 +170,20 @@ def write(path: Path = CATALOG_PATH) -> Path:
 
 
 @cache
-def _stored() -> dict[str, Any] | None:
+def _file() -> dict[str, Any]:
     try:
-        stored = json.loads(CATALOG_PATH.read_text(encoding="utf-8"))
+        return json.loads(CATALOG_PATH.read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        return {}
+
+
+@cache
+def _stored(section: str) -> dict[str, Any] | None:
+    """The stored section if its sources have not changed since it was written, else None."""
+    stored = _file()
+    if section not in stored or stored.get("fingerprints", {}).get(section) != fingerprint(section):
         return None
-    return stored if stored.get("fingerprint") == fingerprint() else None
+    return stored[section]
 
 
 def _live(module: str, attribute: str, known: Mapping[str, Any]) -> Any:
@@ -171,10 +196,10 @@ def _live(module: str, attribute: str, known: Mapping[str, Any]) -> Any:
     return registry if loaded or any(name not in known for name in registry.registered_names()) else None
 
 
-def load() -> dict[str, Any]:
-    """The built-in catalog: the stored file when it is current, else described from the live classes."""
-    stored = _stored()
-    return stored if stored is not None else json.loads(dumps(build()))
+def load(section: str) -> dict[str, Any]:
+    """A built-in section (methods, problems, analyses): stored when current, else from the live classes."""
+    stored = _stored(section)
+    return stored if stored is not None else json.loads(dumps(_BUILDERS[section]()))
 
 
 def plugin_names(group: str) -> list[str]:
@@ -183,11 +208,11 @@ def plugin_names(group: str) -> list[str]:
 
 
 def _entries(section: str, module: str, attribute: str, group: str, describe: Any) -> dict[str, dict[str, Any]]:
-    stored = _stored()
-    known = {} if stored is None else stored[section]
+    stored = _stored(section)
+    known = {} if stored is None else stored
     live = _live(module, attribute, known)
     if stored is None or live is not None or any(name not in known for name in plugin_names(group)):
-        registry = live if live is not None else getattr(__import__(module, fromlist=[attribute]), attribute)
+        registry = live if live is not None else getattr(importlib.import_module(module), attribute)
         return {name: describe(cls) for name, cls in registry.items()}
     return dict(sorted(known.items()))
 
@@ -214,7 +239,7 @@ def method(name: str) -> dict[str, Any]:
 
 def analyses() -> dict[str, dict[str, str]]:
     """The analyses (``mtlbench analysis NAME``) by name: title and description."""
-    return load()["analyses"]
+    return load("analyses")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,6 +61,7 @@ def demo(
     if train_size < 1 or epochs < 1 or seeds < 1:
         raise UserInputError("--train-size, --epochs and --seeds must be >= 1")
     chosen = _choose_methods(methods)
+    path = results_path(results)
     started = time.perf_counter()
     console.print(
         f"[bold]mtlbench demo[/bold]: Multi-MNIST CL_RR, {train_size} training images (of 50,000), "
@@ -69,7 +70,6 @@ def demo(
         highlight=False,
     )
     console.print(DATASETS["mnist"].fetch(), highlight=False)
-    path = results_path(results)
     store = ResultsStore(path)
     checkpoints = checkpoint_root(path)
     base = RunConfig(

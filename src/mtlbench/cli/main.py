@@ -49,16 +49,33 @@ def _allowed_options(error: Any) -> str:
     return f"; options of `{error.ctx.command_path}`: {', '.join(names)}" if names else ""
 
 
-def _usage_message(error: Any) -> str:
-    """click's message, on one line, naming what is allowed where click does not."""
+def _given_value(error: Any, argv: list[str]) -> str | None:
+    """The text given on the command line for the option a BadParameter error is about (the last one)."""
+    opts = set(getattr(getattr(error, "param", None), "opts", None) or [])
+    found = None
+    for index, arg in enumerate(argv):
+        name, sep, value = arg.partition("=")
+        if sep and name in opts:
+            found = value
+        elif arg in opts and index + 1 < len(argv):
+            found = argv[index + 1]
+    return found
+
+
+def _usage_message(error: Any, argv: list[str]) -> str:
+    """click's message, on one line, naming the bad value and what is allowed where click does not."""
     message = _one_line(error.format_message())
     names = _class_names(error)
+    if "BadParameter" in names and "MissingParameter" not in names:
+        value = _given_value(error, argv)
+        if value is not None and repr(value) not in message:
+            message = f"{message.rstrip('.')} (got {value!r})"
     if "NoSuchOption" in names and "Did you mean" not in message:
         message = message.rstrip(".") + _allowed_options(error)
     if "NoSuchOption" in names or "MissingParameter" in names:
         ctx = getattr(error, "ctx", None)
         if ctx is not None:
-            message += f" (see `{ctx.command_path} --help`)"
+            message = message.rstrip(".") + f" (see `{ctx.command_path} --help`)"
     return message
 
 
@@ -94,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(text)
             return 0
         if "ClickException" in names:  # UsageError, BadParameter, MissingParameter, NoSuchOption, FileError
-            print(f"error: {_usage_message(error)}", file=sys.stderr)
+            print(f"error: {_usage_message(error, argv)}", file=sys.stderr)
             return int(getattr(error, "exit_code", USAGE) or USAGE)
         if "Abort" in names:
             print("aborted", file=sys.stderr)
