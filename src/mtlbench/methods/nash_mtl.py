@@ -10,9 +10,12 @@ As the reference code (``AvivNavon/nash-mtl``, ``methods/weight_methods.py`` ``N
 Grassi copy) the weights come from a sequence of convex approximations (section 3.3): up to
 ``optim_niter`` = 20 convex sub-problems, warm-started from the previous step's alpha (stateful),
 stopping when the iterate stops moving. Each sub-problem is solved exactly on the T x T Gram matrix
-(:func:`mtlbench.methods.solvers_qp.nash_ccp`) instead of with cvxpy/ECOS; where the reference's
-solver would fail (an unbounded or ill-posed sub-problem) the current iterate is kept, as the
-reference does, and ``info["count_solver_fallback"] = 1``.
+(:func:`mtlbench.methods.solvers_qp.nash_ccp`) instead of with cvxpy/ECOS. Where the reference's
+solver has no solution the current iterate is kept, as the reference does, and the step's info has
+``count_solver_fallback = 1`` and ``count_subproblem_<why> = 1``: ``unbounded`` (certified by a
+linear program on the recession cone, where ECOS reports ``unbounded``), ``infeasible`` (no Nash
+point, e.g. opposite gradients) or ``unconverged`` (a point neither certified optimal by its KKT
+conditions nor from a converged solver run; never a run-away barrier iterate).
 
 Reference defaults: weights recomputed every step (``update_weights_every=1``; on other steps the
 previous alpha weights the losses), and after the backward pass the gradient of the *shared*
@@ -86,11 +89,12 @@ class NashMTL(GradientMethod):
         info: dict[str, float] = {}
         if step % int(self.hparams["update_weights_every"]) == 0:
             K = gram(gradients).cpu().numpy()
-            alpha_np, iterations, failed = nash_ccp(K, previous.numpy(), int(self.hparams["optim_niter"]))
+            alpha_np, iterations, failure = nash_ccp(K, previous.numpy(), int(self.hparams["optim_niter"]))
             alpha = torch.from_numpy(np.asarray(alpha_np, dtype=np.float64))
             info["solver_iterations"] = float(iterations)
-            if failed:
+            if failure is not None:
                 info["count_solver_fallback"] = 1.0
+                info[f"count_subproblem_{failure}"] = 1.0
         else:
             alpha = previous
         weights = alpha.to(device=gradients.device, dtype=gradients.dtype)

@@ -21,11 +21,19 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.optimize import minimize, nnls
+from scipy.optimize import linprog, minimize, nnls
 
 from mtlbench.methods.solvers import min_norm_point  # exact min-norm point, shared with MGDA
 
-__all__ = ["cagrad_weights", "ccp_subproblem", "dual_cone_weights", "nash_ccp", "power_balance"]
+__all__ = [
+    "cagrad_weights",
+    "ccp_subproblem",
+    "ccp_subproblem_status",
+    "ccp_unbounded",
+    "dual_cone_weights",
+    "nash_ccp",
+    "power_balance",
+]
 
 
 # --- K w = w^(-p) ------------------------------------------------------------------------------
@@ -93,26 +101,48 @@ def power_balance(
 
 
 # --- Nash-MTL's convex-concave procedure ---------------------------------------------------------
+#: what became of a Nash-MTL sub-problem: solved (certified optimal or converged), or why not
+SUBPROBLEM_STATUSES = ("optimal", "infeasible", "unbounded", "unconverged")
+
+
 def ccp_subproblem(
     K: np.ndarray, alpha_prev: np.ndarray, alpha_star: np.ndarray | None, *, tol: float = 1e-10
 ) -> np.ndarray | None:
     """One convex approximation of Nash-MTL, solved exactly; None where it has no solution.
 
+    The point of :func:`ccp_subproblem_status` (which also says why there is none).
+    """
+    return ccp_subproblem_status(K, alpha_prev, alpha_star, tol=tol)[0]
+
+
+def ccp_subproblem_status(
+    K: np.ndarray, alpha_prev: np.ndarray, alpha_star: np.ndarray | None, *, tol: float = 1e-10
+) -> tuple[np.ndarray | None, str]:
+    """One convex approximation of Nash-MTL: ``(solution, "optimal")``, or ``(None, why)``.
+
     The reference (``NashMTL._init_optim_problem``) minimises ``sum_i beta_i + phi_lin(alpha)`` with
     ``beta = K alpha`` and ``phi`` = sum_i log alpha_i + log beta_i linearised at ``alpha_prev``,
     subject to ``log alpha_i + log beta_i >= 0``: a linear objective ``c^T alpha`` with
     ``c = K 1 + 1/alpha_prev + K (1 / (K alpha_prev))`` over a convex set (its normalisation by
-    ``||K||_F`` only rescales the objective). If the KKT multipliers at the Nash point
-    ``alpha_star`` (all constraints active) are non-negative, ``alpha_star`` is the exact optimum;
-    otherwise SLSQP solves the sub-problem in scaled variables, and where it does not report
-    success a log-barrier Newton method (:func:`_barrier_subproblem`). Unbounded or infeasible
-    sub-problems (where the reference's ECOS call returns no value) return None.
+    ``||K||_F`` only rescales the objective). In order:
+
+    1. the Nash point ``alpha_star`` (all constraints active) with non-negative KKT multipliers is
+       the exact optimum (certified);
+    2. a recession direction ``d >= 0, K d >= 0`` with ``c^T d < 0`` (a linear program,
+       :func:`ccp_unbounded`) certifies an unbounded sub-problem: ``"unbounded"``, as ECOS reports it
+       (the reference then keeps its current iterate);
+    3. otherwise SLSQP in scaled variables, and where it does not report success a log-barrier Newton
+       method (:func:`_barrier_subproblem`); a point from neither a converged run nor with a KKT
+       certificate is ``"unconverged"`` (never a run-away iterate).
+
+    ``"infeasible"``: no Nash point (0 in the gradients' convex hull, so no ``alpha >= 0`` has
+    ``K alpha > 0``) or a linearisation that divides by zero (the reference's solver call fails).
     """
     if alpha_star is None:
-        return None
+        return None, "infeasible"
     beta_prev = K @ alpha_prev
     if np.any(alpha_prev == 0) or np.any(beta_prev == 0):
-        return None  # the reference's linearisation divides by zero: its solver call fails
+        return None, "infeasible"  # the reference's linearisation divides by zero: its solver call fails
     c = K.sum(axis=1) + 1.0 / alpha_prev + K @ (1.0 / beta_prev)
     beta_star = K @ alpha_star
     jacobian = np.diag(1.0 / alpha_star) + K / beta_star[:, None]  # rows: grad of log a_i + log b_i
@@ -121,9 +151,40 @@ def ccp_subproblem(
     except np.linalg.LinAlgError:
         multipliers = None
     if multipliers is not None and float(multipliers.min()) >= -tol * float(np.abs(multipliers).max()):
-        return alpha_star.copy()
+        return alpha_star.copy(), "optimal"
+    if ccp_unbounded(K, c):
+        return None, "unbounded"
     solution = _slsqp_subproblem(K, c, alpha_star)
-    return solution if solution is not None else _barrier_subproblem(K, c, alpha_star)
+    if solution is None:
+        solution = _barrier_subproblem(K, c, alpha_star)
+    return (solution, "optimal") if solution is not None else (None, "unconverged")
+
+
+def ccp_unbounded(K: np.ndarray, c: np.ndarray) -> bool:
+    """Whether ``min c^T a s.t. a >= 0, a_i (K a)_i >= 1`` is certifiably unbounded below.
+
+    The feasible set's recession cone is ``{d >= 0, K d >= 0}`` (along such a ``d`` every product
+    ``a_i (K a)_i`` only grows), so a feasible ``d`` of the linear program ``d >= 0, K d >= 0,
+    c^T d <= -1`` (SciPy's HiGHS) proves the objective unbounded; it is checked again in float64. With
+    ``c > 0`` no such ``d`` exists and no program is solved.
+    """
+    if bool((c > 0).all()):
+        return False
+    n = K.shape[0]
+    Ks = K / float(np.abs(K).max())
+    cs = c / float(np.abs(c).max())
+    result = linprog(
+        np.zeros(n),
+        A_ub=np.vstack([-Ks, cs[None, :]]),
+        b_ub=np.concatenate([np.zeros(n), [-1.0]]),
+        bounds=[(0.0, None)] * n,
+        method="highs",
+    )
+    if result.status != 0 or result.x is None:
+        return False  # infeasible (no such direction) or undecided: not certified
+    d = np.clip(result.x, 0.0, None)
+    size = float(np.abs(d).max())
+    return size > 0.0 and float(cs @ d) < -0.5 and float((Ks @ d).min()) >= -1e-9 * size
 
 
 def _slsqp_subproblem(K: np.ndarray, c: np.ndarray, alpha_star: np.ndarray) -> np.ndarray | None:
@@ -160,8 +221,10 @@ def _barrier_subproblem(
     Solved in the variables ``z = a / alpha_star``, where the constraints read
     ``log z_i + log (K' z)_i >= 0`` with ``K' = diag(alpha_star) K diag(alpha_star)`` (``K' 1 = 1``), from
     the strictly feasible ``z = 1.5``; the barrier weight grows 20-fold per centring until the
-    duality gap is below 1e-9 of the objective. Returns None where the iterates leave every bounded
-    region (``z > max_scale``: an unbounded or numerically unbounded sub-problem) or Newton fails.
+    duality gap ``T / t`` of a finished centring is below 1e-9 of the objective. A point whose last
+    centring stalled (line search) or ran out of Newton steps is returned only with a KKT certificate
+    (:func:`_ccp_certified`). None where the iterates leave every bounded region (``z > max_scale``:
+    an unbounded or numerically unbounded sub-problem), Newton fails, or nothing is certified.
     """
     n = K.shape[0]
     Kt = alpha_star[:, None] * K * alpha_star[None, :]
@@ -171,6 +234,7 @@ def _barrier_subproblem(
     t = 1.0
     newton = 0
     while newton < max_newton:
+        centred = False
         for _ in range(100):
             newton += 1
             b = Kt @ z
@@ -184,6 +248,7 @@ def _barrier_subproblem(
                 return None
             decrement = float(-grad @ step)
             if decrement <= 1e-10:
+                centred = True
                 break
             value = t * float(ct @ z) - float(np.log(h).sum())
             s = 1.0
@@ -205,38 +270,62 @@ def _barrier_subproblem(
             if float(z.max()) > max_scale:
                 return None
         if n / t <= 1e-9 * max(1.0, abs(float(ct @ z))):
-            return alpha_star * z
+            return alpha_star * z if centred or _ccp_certified(Kt, ct, z) else None
         t *= 20.0
-    return None
+    return alpha_star * z if _ccp_certified(Kt, ct, z) else None
 
 
-def nash_ccp(K: np.ndarray, alpha_prev: np.ndarray, n_iter: int = 20) -> tuple[np.ndarray, int, bool]:
+def _ccp_certified(K: np.ndarray, c: np.ndarray, a: np.ndarray, rtol: float = 1e-8) -> bool:
+    """KKT certificate of ``a`` for ``min c^T a s.t. h_i(a) = log a_i + log (K a)_i >= 0`` (a convex problem).
+
+    ``a`` is optimal if it is feasible and ``c`` is a non-negative combination of the gradients of
+    the active constraints (``h_i <= 1e-6``; multipliers by non-negative least squares, residual
+    below ``rtol`` of ``||c||``).
+    """
+    b = K @ a
+    if float(a.min()) <= 0.0 or float(b.min()) <= 0.0:
+        return False
+    h = np.log(a) + np.log(b)
+    active = h <= 1e-6
+    if float(h.min()) < -1e-12 or not active.any():
+        return False
+    J = np.diag(1.0 / a) + K / b[:, None]  # rows: gradients of h_i
+    try:
+        _, residual = nnls(J[active].T, c, maxiter=50 * len(a))
+    except (RuntimeError, ValueError):
+        return False
+    return residual <= rtol * float(np.linalg.norm(c))
+
+
+def nash_ccp(K: np.ndarray, alpha_prev: np.ndarray, n_iter: int = 20) -> tuple[np.ndarray, int, str | None]:
     """Nash-MTL's weights by the reference's sequence of convex approximations.
 
     Mirrors ``NashMTL.solve_optimization``: from ``alpha_prev`` (the previous step's weights: a warm
     start) solve up to ``n_iter`` sub-problems; stop when the residual ``||K_n a - 1/a||`` at the
     current iterate is below 1e-3 (``K_n = K / ||K||_F``, as the reference tests it), when the new
     solution moves by less than 1e-6, or when a sub-problem has no solution (the reference's solver
-    failure: the current iterate is kept). Returns ``(alpha, iterations, failed)``.
+    failure or ECOS's ``unbounded``: the current iterate is kept). Returns ``(alpha, iterations,
+    failure)``, ``failure`` None or why the last sub-problem had no solution (``"infeasible"``,
+    ``"unbounded"``, ``"unconverged"``: :func:`ccp_subproblem_status`).
     """
     K = 0.5 * (K + K.T)
     norm = float(np.linalg.norm(K))
     alpha_t = np.asarray(alpha_prev, dtype=np.float64).copy()
     if not math.isfinite(norm) or norm <= 0.0:
-        return alpha_t, 0, True
+        return alpha_t, 0, "infeasible"
     Kn = K / norm
     alpha_star = power_balance(K, 1.0)
     iterations = 0
     for _ in range(n_iter):
         iterations += 1
-        solution = ccp_subproblem(K, alpha_t, alpha_star)
+        solution, status = ccp_subproblem_status(K, alpha_t, alpha_star)
         if solution is None:
-            return alpha_t, iterations, True
+            return alpha_t, iterations, status
         residual = float(np.linalg.norm(Kn @ alpha_t - 1.0 / (alpha_t + 1e-10)))
         if residual < 1e-3 or float(np.linalg.norm(solution - alpha_t)) < 1e-6:
             break
         alpha_t = solution
-    return alpha_t, iterations, False
+    return alpha_t, iterations, None
 
 
 # --- CAGrad -------------------------------------------------------------------------------------
