@@ -134,3 +134,13 @@ def test_not_a_tree(tmp_path: Path, data_root: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserInputError, match="is not a NYUD tree"):
         nyud.prepare(tmp_path / "empty")
+
+
+def test_cli_prepare(tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mtlbench.cli.main import main
+
+    make_nyud_tree(tmp_path / "raw", "NYUDv2")
+    assert main(["data", "prepare", "nyud", "--raw", str(tmp_path / "raw")]) == 0
+    assert "nyud (NYUDv2) prepared" in capsys.readouterr().out
+    assert main(["data", "prepare", "nyud"]) != 0
+    assert "needs --raw PATH" in capsys.readouterr().err

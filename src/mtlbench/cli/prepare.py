@@ -10,19 +10,22 @@ import typer
 from mtlbench.cli.app import data_app
 from mtlbench.errors import UserInputError
 
-PREPARABLE = ("cityscapes", "celeba", "nyuv2")
+PREPARABLE = ("cityscapes", "celeba", "nyuv2", "nyud", "pascal_context")
 
 
 @data_app.command("prepare")
 def prepare(
-    dataset: Annotated[str, typer.Argument(help="Dataset to prepare: cityscapes, celeba, nyuv2.")],
+    dataset: Annotated[
+        str, typer.Argument(help="Dataset to prepare: cityscapes, celeba, nyuv2, nyud, pascal_context.")
+    ],
     raw: Annotated[
         Path | None,
         typer.Option(
             "--raw",
             help="Folder with leftImg8bit/, gtFine/ and disparity/ (raw Cityscapes), or MTAN's train/ and val/ "
             "arrays; for celeba the release with Img/, Anno/ and Eval/ (or torchvision's flat celeba/); for nyuv2 "
-            "MTAN's preprocessed train/ and val/ with {image,label,depth,normal}/{i}.npy.",
+            "MTAN's preprocessed train/ and val/ with {image,label,depth,normal}/{i}.npy; for nyud MTI-Net's "
+            "NYUD_MT or InvPT's NYUDv2; for pascal_context PASCAL_MT or PASCALContext.",
         ),
     ] = None,
     resolution: Annotated[
@@ -52,6 +55,9 @@ def prepare(
         return
     if dataset == "nyuv2":
         _prepare_nyuv2(raw, resolution, force, workers, limit)
+        return
+    if dataset in ("nyud", "pascal_context"):
+        _prepare_002(dataset, raw, resolution, force, workers, limit)
         return
     if raw is None:
         raise UserInputError(
@@ -110,3 +116,23 @@ def _prepare_nyuv2(
     if limit is not None:
         raise UserInputError(f"--limit {limit} is not used by nyuv2 (every file is checked and cached)")
     typer.echo(nyuv2.prepare(raw, force=force, progress=lambda message: typer.echo(message, err=True)))
+
+
+def _prepare_002(
+    dataset: str, raw: Path | None, resolution: list[str] | None, force: bool, workers: int | None, limit: int | None
+) -> None:
+    """NYUD-v2 (MTI-Net NYUD_MT or ATRC/InvPT NYUDv2) or PASCAL-Context multi-task (PASCAL_MT / PASCALContext)."""
+    from mtlbench.data import nyud, pascal_context
+
+    module = nyud if dataset == "nyud" else pascal_context
+    if raw is None:
+        layout = "NYUD_MT or NYUDv2 (images/, segmentation/, depth/, normals/, edge/, gt_sets/)"
+        if dataset == "pascal_context":
+            layout = "PASCAL_MT or PASCALContext (JPEGImages/, ImageSets/Context/, semseg/, human_parts/, ...)"
+        raise UserInputError(f"data prepare {dataset} needs --raw PATH: the {layout} folder")
+    for flag, value in (("--resolution", resolution[0] if resolution else None), ("--workers", workers)):
+        if value is not None:
+            raise UserInputError(f"{flag} {value} is not used by {dataset} (images are cached at their native size)")
+    if limit is not None and limit < 1:
+        raise UserInputError(f"--limit {limit} must be at least 1")
+    typer.echo(module.prepare(raw, force=force, limit=limit, progress=lambda message: typer.echo(message, err=True)))

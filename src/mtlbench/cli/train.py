@@ -40,7 +40,10 @@ ResultsOpt = Annotated[
 OptimizerOpt = Annotated[str | None, typer.Option(help="adam (coupled L2, default), adamw or sgd (momentum 0.9).")]
 SchedulerOpt = Annotated[
     str | None,
-    typer.Option(help="exponential, plateau (ReduceLROnPlateau on --plateau-monitor), step or none."),
+    typer.Option(
+        help="exponential, plateau (ReduceLROnPlateau on --plateau-monitor), step, poly (lr (1 - step/total)^0.9 "
+        "per training step, 002) or none."
+    ),
 ]
 ThreadsOpt = Annotated[int | None, typer.Option(help="torch CPU threads (part of the run's record).")]
 ProgressOpt = Annotated[bool | None, typer.Option("--progress/--no-progress", help="Live progress bar.")]
@@ -113,6 +116,15 @@ def train(
             "CL_RR on CPU), so 100 adds about 5% to the training time and 10 about 50%. Part of the run's config.",
         ),
     ] = 0,
+    grad_clip: Annotated[
+        float, typer.Option("--grad-clip", help="Clip the model's global gradient norm to this (0 = off; 002 ViT: 10).")
+    ] = 0.0,
+    iterations: Annotated[
+        int, typer.Option(help="Train for this many steps instead of epochs (0 = use epochs; 002 HRNet/ViT: 40000).")
+    ] = 0,
+    eval_every: Annotated[
+        int, typer.Option("--eval-every", help="With --iterations: evaluate every N steps (0 = once at the end).")
+    ] = 0,
 ) -> None:
     """Train one multi-task run and store it (resumes from its last checkpoint if interrupted)."""
     from mtlbench.store.results import ResultsStore
@@ -140,6 +152,9 @@ def train(
         grad_metrics_every=grad_metrics,
         objective=objective,
         selection=selection,
+        grad_clip=grad_clip,
+        iterations=iterations,
+        eval_every=eval_every,
     )
     store = ResultsStore(path)
     trainer = Trainer(
