@@ -282,3 +282,59 @@ def test_toy_objective_keeps_mean_as_default_and_scale_as_its_old_name(capsys):
     assert outputs[0] == outputs[1]
     assert main(["toy", "--steps", "5", "--objective", "avg"]) == 2
     assert "objective='avg'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------- store schema v3
+def test_store_migrates_from_v2_and_stores_the_new_columns(tmp_path):
+    import sqlite3
+
+    from mtlbench.store import results as results_module
+
+    path = tmp_path / "v2.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TEXT NOT NULL)")
+    for version in (0, 1):  # schema version 2 as the store wrote it
+        results_module.MIGRATIONS[version](conn)
+        conn.execute("INSERT INTO schema_version VALUES (?, 'then')", (version + 1,))
+    old = {"problem": "synthetic", "tasks": ["T0", "T1"], "method": "unit_scal", "seed": 1}
+    for kind, digest in (("multi_task", "a" * 16), ("reference", "b" * 16)):
+        conn.execute(
+            "INSERT INTO runs (config_hash, kind, problem, tasks, method, seed, status, config, provenance,"
+            " started_at, updated_at, val_delta_m, summary) VALUES (?, ?, 'synthetic', 'T0_T1', 'unit_scal', 1,"
+            " 'completed', ?, '{}', 'then', 'then', 1.5, '{\"val_delta_m\": 1.5}')",
+            (digest, kind, results_module.dumps(old)),
+        )
+    conn.execute("INSERT INTO epochs VALUES (1, 0, 0.1, 1.0, 1.5, '{\"lr\": 0.1}', 'then')")
+    conn.close()
+
+    store = ResultsStore(path)
+    assert store.schema_version == 3
+    runs = store.runs()
+    assert runs["selection"].tolist() == ["delta_m", "per_metric"] and runs["test_selected"].tolist() == [0, 0]
+    assert runs["val_delta_m"].tolist() == [1.5, 1.5] and runs["val_delta_m_metrics"].isna().all()
+    assert store.run(1)["epochs"] == [{"epoch": 0, "lr": 0.1}]
+    # a new run fills the columns
+    config = RunConfig(**{**BASE, "selection": "last_test_epochs:1", "epochs": 2}).resolved()
+    result = Trainer(config, store=store, require_reference=False).run()
+    row = store.runs(config_hash=config_hash(config.to_dict())).iloc[0]
+    assert row["selection"] == "last_test_epochs:1" and row["test_selected"] == 1
+    assert result.test_selected
+    columns = {r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(epochs)")}
+    assert "val_delta_m_metrics" in columns
+
+
+def test_runs_with_a_reference_store_both_delta_m_variants(tmp_path):
+    from mtlbench.training.references import train_references
+
+    store = ResultsStore(tmp_path / "r.db")
+    base = dict(BASE, epochs=2, seed=1)
+    train_references(RunConfig(**base), seeds=[1], store=store)
+    result = Trainer(RunConfig(**base, selection="delta_m_metrics"), store=store).run()
+    for record in result.history:  # one metric per task: the two aggregations agree
+        assert record["val_delta_m_metrics"] == pytest.approx(record["val_delta_m"])
+    row = store.runs(method="unit_scal", kind="multi_task").iloc[0]
+    assert row["test_delta_m_metrics"] == pytest.approx(result.test_delta_m)
+    assert row["val_delta_m_metrics"] == pytest.approx(result.val_delta_m_metrics)
+    assert row["selection"] == "delta_m_metrics" and row["test_selected"] == 0
+    epochs = store.epochs(run_id=result.run_id)
+    assert epochs["val_delta_m_metrics"].tolist() == pytest.approx([r["val_delta_m"] for r in result.history])

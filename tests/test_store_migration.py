@@ -151,7 +151,7 @@ def test_schema_1_database_is_migrated_in_place(tmp_path: Path) -> None:
     write_v1(path)
     assert "heartbeat_at" not in columns(path)
     with ResultsStore(path) as store:
-        assert store.schema_version == 2
+        assert store.schema_version == results_module.SCHEMA_VERSION  # v1 -> 2 -> 3 in place
         assert {"host", "pid", "process_start", "heartbeat_at"} <= set(columns(path))
         runs = store.runs().set_index("seed")
         # the data survive unchanged; old running rows have no host: their last update is their heartbeat
@@ -177,7 +177,8 @@ def test_schema_1_database_is_migrated_in_place(tmp_path: Path) -> None:
         assert (resumed["status"], resumed["attempts"], resumed["pid"]) == ("running", 2, os.getpid())
         assert resumed["host"] == results_module.host_name()
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [(1,), (2,)]
+    versions = conn.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
+    assert versions == [(v,) for v in range(1, results_module.SCHEMA_VERSION + 1)]
     assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     conn.close()
 

@@ -7,8 +7,12 @@ Layout (schema version :data:`SCHEMA_VERSION`):
   columns (problem, tasks joined by ``_``, method, seed, kind, status), the summary of a completed run
   (best epoch, validation/test Delta_m, seconds, JSON summary) or the error of a failed one; since schema
   version 2 also the ``host``, ``pid`` and ``process_start`` of the process training it and its
-  ``heartbeat_at`` (see *Liveness*).
-* ``epochs`` -- one row per (run, epoch): lr, seconds, validation Delta_m and the whole JSON record.
+  ``heartbeat_at`` (see *Liveness*); since schema version 3 the per-metric Delta_m variant
+  (``val_delta_m_metrics``, ``test_delta_m_metrics``: the mean over all metrics, 001's and nash-mtl's
+  aggregation), the run's ``selection`` rule and ``test_selected`` (1 when the rule saw the test split:
+  ``last_test_epochs``, ``best_test``; see :mod:`mtlbench.training.selection`).
+* ``epochs`` -- one row per (run, epoch): lr, seconds, validation Delta_m (and, since version 3, its
+  per-metric variant ``val_delta_m_metrics``) and the whole JSON record.
 * ``test_metrics`` -- long table (run_id, task, metric, value, selected_epoch).
 * ``refs`` -- single-task reference metrics, keyed by the problem's ``reference_config()`` (hashed),
   split, task and metric, with the number of seeds averaged and the run ids they came from.
@@ -52,7 +56,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 ENV_VAR = "MTLBENCH_RESULTS"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 RUN_KINDS = ("multi_task", "reference")
 #: statuses stored in the ``runs`` table
 STORED_STATUSES = ("running", "completed", "failed")
@@ -213,9 +217,31 @@ def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
+    """Protocol settings: the per-metric Delta_m variant (runs and epochs), the selection rule and the
+    test-selected flag. Runs completed before version 3 were selected by 000's rules (validation Delta_m;
+    references per metric), never on test; their per-metric variant was not computed (NULL)."""
+    _execute_script(
+        conn,
+        """
+        ALTER TABLE runs ADD COLUMN val_delta_m_metrics REAL;
+        ALTER TABLE runs ADD COLUMN test_delta_m_metrics REAL;
+        ALTER TABLE runs ADD COLUMN selection TEXT;
+        ALTER TABLE runs ADD COLUMN test_selected INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE epochs ADD COLUMN val_delta_m_metrics REAL;
+        UPDATE runs SET selection = CASE kind WHEN 'reference' THEN 'per_metric' ELSE 'delta_m' END
+            WHERE status = 'completed'
+        """,
+    )
+
+
 #: ``MIGRATIONS[v]`` upgrades a database at schema version ``v`` to ``v + 1`` (inside one transaction).
 #: A new schema version appends a function here and bumps :data:`SCHEMA_VERSION`.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _migrate_0_to_1, 1: _migrate_1_to_2}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    0: _migrate_0_to_1,
+    1: _migrate_1_to_2,
+    2: _migrate_2_to_3,
+}
 
 
 def _now() -> str:
@@ -335,6 +361,8 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
         out[prefix] = value
 
 
+#: REAL columns of ``runs`` that a completed run's summary fills (in this order in :meth:`ResultsStore.finish_run`)
+_SUMMARY_REALS = ("val_delta_m", "test_delta_m", "seconds", "val_delta_m_metrics", "test_delta_m_metrics")
 _EPOCH_PREFIXES = {"train_losses": "train_loss", "val_metrics": "val", "weights": "weight"}
 
 
@@ -574,13 +602,15 @@ class ResultsStore:
         if not isinstance(record, Mapping):
             raise UserInputError(f"epoch record must be a mapping, got {type(record).__name__}")
         lr, seconds, delta = record.get("lr"), record.get("seconds"), record.get("val_delta_m")
+        delta_metrics = record.get("val_delta_m_metrics")
         now = _now()
         with self.transaction() as conn:
             self._require_run(conn, run_id)
             conn.execute(
-                "INSERT INTO epochs (run_id, epoch, lr, seconds, val_delta_m, record, written_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, epoch) DO UPDATE SET lr = excluded.lr,"
-                " seconds = excluded.seconds, val_delta_m = excluded.val_delta_m, record = excluded.record,"
+                "INSERT INTO epochs (run_id, epoch, lr, seconds, val_delta_m, val_delta_m_metrics, record, written_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, epoch) DO UPDATE SET lr = excluded.lr,"
+                " seconds = excluded.seconds, val_delta_m = excluded.val_delta_m,"
+                " val_delta_m_metrics = excluded.val_delta_m_metrics, record = excluded.record,"
                 " written_at = excluded.written_at",
                 (
                     int(run_id),
@@ -588,6 +618,7 @@ class ResultsStore:
                     None if lr is None else float(lr),
                     None if seconds is None else float(seconds),
                     None if delta is None else float(delta),
+                    None if delta_metrics is None else float(delta_metrics),
                     dumps(record),
                     now,
                 ),
@@ -604,7 +635,8 @@ class ResultsStore:
             for task, metrics in test_metrics.items()
             for metric, value in metrics.items()
         ]
-        values = {name: summary.get(name) for name in ("val_delta_m", "test_delta_m", "seconds")}
+        values = {name: summary.get(name) for name in _SUMMARY_REALS}
+        selection = summary.get("selection")
         now = _now()
         with self.transaction() as conn:
             self._require_run(conn, run_id)
@@ -612,12 +644,15 @@ class ResultsStore:
             conn.executemany("INSERT INTO test_metrics VALUES (?, ?, ?, ?, ?)", rows)
             conn.execute(
                 "UPDATE runs SET status = 'completed', finished_at = ?, updated_at = ?, best_epoch = ?,"
-                " val_delta_m = ?, test_delta_m = ?, seconds = ?, summary = ?, error = NULL WHERE id = ?",
+                " val_delta_m = ?, test_delta_m = ?, seconds = ?, val_delta_m_metrics = ?, test_delta_m_metrics = ?,"
+                " selection = ?, test_selected = ?, summary = ?, error = NULL WHERE id = ?",
                 (
                     now,
                     now,
                     None if best is None else int(best),
                     *(None if value is None else float(value) for value in values.values()),
+                    None if selection is None else str(selection),
+                    int(bool(summary.get("test_selected", False))),
                     dumps(summary),
                     int(run_id),
                 ),
@@ -646,7 +681,7 @@ class ResultsStore:
         for name in ("config", "provenance", "summary"):
             run[name] = loads(run[name])
         summary = run["summary"] or {}
-        for name in ("val_delta_m", "test_delta_m", "seconds"):  # the summary keeps NaN, the column does not
+        for name in _SUMMARY_REALS:  # the summary keeps NaN, the column does not
             if name in summary:
                 run[name] = summary[name]
         run["epochs"] = [{"epoch": row["epoch"], **loads(row["record"])} for row in epochs]
@@ -709,6 +744,10 @@ class ResultsStore:
         "best_epoch",
         "val_delta_m",
         "test_delta_m",
+        "val_delta_m_metrics",
+        "test_delta_m_metrics",
+        "selection",
+        "test_selected",
         "seconds",
         "error",
         "attempts",
@@ -734,7 +773,7 @@ class ResultsStore:
                 continue
             record = {name: row[name] for name in self._RUN_COLUMNS}
             summary = loads(row["summary"]) or {}
-            for name in ("val_delta_m", "test_delta_m", "seconds"):
+            for name in _SUMMARY_REALS:
                 if isinstance(summary.get(name), float):
                     record[name] = summary[name]
             flat: dict[str, Any] = {}
@@ -745,7 +784,7 @@ class ResultsStore:
                 record.update(config_json=row["config"], provenance_json=row["provenance"], summary_json=row["summary"])
             records.append(record)
         frame = pd.DataFrame(records, columns=None if records else list(self._RUN_COLUMNS))
-        return frame.astype({"val_delta_m": float, "test_delta_m": float, "seconds": float})
+        return frame.astype(dict.fromkeys(_SUMMARY_REALS, float))
 
     def epochs(self, run_id: int | None = None, **filters: Any) -> pd.DataFrame:
         """One row per (run, epoch) with flattened columns: ``lr``, ``seconds``, ``val_delta_m``,

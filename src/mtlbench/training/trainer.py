@@ -320,7 +320,7 @@ class Trainer:
                     "test_delta_m": result.test_delta_m,
                     "val_delta_m_metrics": result.val_delta_m_metrics,
                     "test_delta_m_metrics": result.test_delta_m_metrics,
-                    "selection": config.selection,
+                    "selection": "per_metric" if config.kind == "reference" else config.selection,
                     "test_selected": result.test_selected,
                     "seconds": result.seconds,
                     "counters": result.counters,
