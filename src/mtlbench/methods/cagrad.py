@@ -12,10 +12,13 @@ Its dual (eq. 4) is a problem over the simplex, ``min_w g_w^T g_0 + sqrt(phi) ||
 on the T x T Gram matrix (:func:`mtlbench.methods.solvers_qp.cagrad_weights`: closed form for two
 tasks, SLSQP otherwise, as the reference code).
 
-Scale and rescaling, as the reference code (``Cranial-XIX/CAGrad``, ``cagrad(..., rescale)`` and
-``overwrite_grad``, which multiplies by T "to match the sum loss"; Gama & Grassi use ``rescale=1``):
+Scale and rescaling. The authors' code (``Cranial-XIX/CAGrad``, ``cagrad(..., rescale)`` and
+``overwrite_grad``) and nash-mtl's copy (``AvivNavon/nash-mtl``, ``methods/weight_methods.py``) multiply
+the direction by T "to match the sum loss"; Gama & Grassi's ``optimizers/cagrad.py`` does not (it
+applies ``g_0 + lambda g_w`` itself, with ``rescale=1``: the ``mean`` objective scale of a run).
 
-- the direction is ``T d`` so that ``c = 0`` gives the sum of the gradients (mtlbench's scale);
+- the direction is ``T d`` so that ``c = 0`` gives the sum of the gradients (mtlbench's scale, as
+  Cranial-XIX's and nash-mtl's code; a run with objective scale ``mean`` divides by T, as Gama's);
 - ``rescale`` 0: no rescaling; 1 (default): divide by ``1 + c^2``; 2: divide by ``1 + c``.
 
 Weights: ``d = sum_i (1/T + lambda w_i) g_i`` with ``lambda = c ||g_0|| / ||g_w||``; Gama's code logs

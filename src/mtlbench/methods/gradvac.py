@@ -18,8 +18,9 @@ Defaults follow the reference implementations (LibMTL ``GradVac``, TorchJD, Sams
 ``beta = 0.5`` (the paper's NMT experiments use 1e-2), one parameter group (the whole shared
 model; the paper's per-layer groups are not implemented), epsilon 1e-8 in the denominators (here on
 the Gram matrix scaled to unit mean diagonal, so it is relative). The EMA is updated for every pair
-as Algorithm 1 and TorchJD do (``ema_update="always"``); LibMTL and SamsungLabs update it only when
-the pair was adjusted (``ema_update="adjusted"``). The visiting order comes from ``generator``.
+as Algorithm 1, TorchJD and LibMTL do (``ema_update="always"``; LibMTL since its commit d2d84fa,
+2024-02, "fix a bug in GradVac"); SamsungLabs/MTL and LibMTL before that update it only when the
+pair was adjusted (``ema_update="adjusted"``). The visiting order comes from ``generator``.
 Heads get their own plain gradient.
 """
 
@@ -93,7 +94,7 @@ class GradVac(GradientMethod):
         Hyperparameter(
             "ema_update",
             "always",
-            "update a pair's target every step (Algorithm 1, TorchJD) or only when adjusted (LibMTL)",
+            "update a pair's target every step (Algorithm 1, TorchJD, LibMTL) or only when adjusted (SamsungLabs/MTL)",
             kind="str",
             choices=("always", "adjusted"),
         ),

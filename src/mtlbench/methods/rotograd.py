@@ -1,8 +1,9 @@
 """RotoGrad: per-task rotations of the shared representation and gradient-magnitude homogenisation.
 
 Javaloy & Valera (2022), *RotoGrad: Gradient Homogenization in Multitask Learning*, ICLR; reference
-code ``adrianjav/rotograd`` v0.1.5 (class ``RotoGrad``, rotations by ``geotorch.orthogonal``), which is
-what Gama & Grassi (000, ``train_rotograd.py``, Appendix A.3) ran.
+code ``adrianjav/rotograd`` (class ``RotoGrad``, rotations by ``geotorch.orthogonal``); Gama & Grassi
+(000, ``train_rotograd.py``, Appendix A.3) ran rotograd 0.1.6 (their Dockerfile's unpinned
+``pip install rotograd``: the PyPI release current since 2023-08).
 
 Model. The encoder gives z (shape (B, C, ...)); head k sees z_k = R_k z, where R_k in SO(m) acts on
 the first m = ``rotation_size`` channels of dimension 1 (the rest pass unchanged; for images this

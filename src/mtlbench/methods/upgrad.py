@@ -9,9 +9,13 @@ only T small quadratic programs on the T x T Gram matrix are solved
 
 As TorchJD's ``UPGradWeighting`` defaults: preference vector ``1/T`` (the mean), the Gram matrix
 normalised by its trace (zero if the trace is below ``norm_eps = 1e-4``) and regularised with
-``reg_eps = 1e-4`` on the diagonal. TorchJD's weights ``w = sum_i v_i`` give the mean of the
-projections; mtlbench reports ``T w`` and uses the sum of the projections, so that without any
-conflict (all ``g_i^T g_j >= 0``) the weights are all ones, the sum of the gradients. Every
+``reg_eps = 1e-4`` on the diagonal. TorchJD's zero Gram matrix makes a step whose gradients have a
+squared norm below ``norm_eps`` in all the plain sum (nothing is projected; late in training that can
+be every step): ``small_gram=sum``, the default. ``small_gram=project`` normalises by the trace
+whatever its size (only all-zero gradients give the zero matrix), so UPGrad stays scale-free.
+TorchJD's weights ``w = sum_i v_i`` give the mean of the projections; mtlbench reports ``T w`` and
+uses the sum of the projections, so that without any conflict (all ``g_i^T g_j >= 0``) the weights
+are all ones, the sum of the gradients. Every
 ``g_i^T d >= 0`` (up to the regularisation). Heads get their own plain gradient (TorchJD's
 ``mtl_backward``).
 """
@@ -44,6 +48,13 @@ class UPGrad(GradientMethod):
     hyperparameters = (
         Hyperparameter("norm_eps", 1e-4, "Gram matrices with a smaller trace count as zero (TorchJD)", low=0.0),
         Hyperparameter("reg_eps", 1e-4, "added to the diagonal of the normalised Gram matrix (TorchJD)", low=0.0),
+        Hyperparameter(
+            "small_gram",
+            "sum",
+            "a Gram trace below norm_eps: zero matrix, the plain sum (TorchJD) or project anyway (scale-free)",
+            kind="str",
+            choices=("sum", "project"),
+        ),
     )
     stateless = True
 
@@ -59,7 +70,8 @@ class UPGrad(GradientMethod):
         n = gradients.shape[0]
         K = gram(gradients).cpu().numpy()
         trace = float(np.trace(K))
-        normalised = np.zeros_like(K) if trace < float(self.hparams["norm_eps"]) else K / trace
+        small = trace < float(self.hparams["norm_eps"]) and self.hparams["small_gram"] == "sum"
+        normalised = np.zeros_like(K) if small or not trace > 0.0 else K / trace
         regularised = normalised + float(self.hparams["reg_eps"]) * np.eye(n)
         preference = np.eye(n) / n
         # reg_eps = 0 and zero gradients: nothing to project
