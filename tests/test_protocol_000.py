@@ -173,3 +173,52 @@ def test_fixed_weights_extract_at_one_lr_and_train_at_the_selected_one(tmp_path,
     config = fixed_weights_config(source, 1, lr=1e-3, objective="mean")
     assert config["lr"] == 1e-3 and config["objective"] == "mean" and config["method_params"]["weights"] == (0.5, 1.5)
     assert "objective" not in fixed_weights_config(source, 1)
+
+
+# ------------------------------------------------------------------------------------------------ QM9
+@pytest.fixture
+def qm9_sample(tmp_path, monkeypatch):
+    from mtlbench.data import DATASETS
+
+    monkeypatch.setenv("MTLBENCH_DATA", str(tmp_path))
+    DATASETS["qm9"].fetch(Path(__file__).parent / "data" / "qm9_sample.csv", workers=1, progress=False)
+    return tmp_path
+
+
+def test_qm9_target_stats_all_uses_every_molecule(qm9_sample):
+    from mtlbench.data import qm9 as qm9_data
+
+    targets = qm9_data.load_qm9(build=False).molecules.targets
+    for options in ({"target_stats": "all"}, {"target_stats": "all", "subset": 5, "train_size": 3}):
+        problem = create_problem("qm9", "mu_U0Atom", **options)
+        problem.prepare()
+        for name in ("mu", "U0Atom"):
+            column = targets[:, qm9_data.TASKS.index(name)]
+            mean, std = problem.target_statistics()[name]
+            assert mean == pytest.approx(column.mean()) and std == pytest.approx(column.std(ddof=1))  # unbiased
+    train_only = create_problem("qm9", "mu")
+    train_only.prepare()
+    assert train_only.target_statistics()["mu"][0] != pytest.approx(targets[:, 0].mean(), rel=1e-6)
+
+
+def test_plateau_monitors(monkeypatch):
+    from mtlbench.training import RunConfig, Trainer
+
+    seen = []
+
+    class Recorder(torch.optim.lr_scheduler.ReduceLROnPlateau):
+        def step(self, metrics, epoch=None):
+            seen.append(metrics)
+
+    scheduler = Recorder(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0))
+    train, last = torch.tensor([1.0, 2.0]), torch.tensor([0.25, 0.5])
+    expected = {"train_loss": 3.0, "last_batch": 0.75, "val_loss": 7.0, "val_delta_m": -2.5}
+    for monitor, value in expected.items():
+        config = RunConfig(problem="synthetic", tasks="T0_T1", scheduler="plateau", plateau_monitor=monitor, threads=1)
+        Trainer(config, require_reference=False)._step_scheduler(
+            scheduler, train, {"T0": 3.0, "T1": 4.0}, last_losses=last, val_delta_m=2.5
+        )
+        assert seen[-1] == pytest.approx(value), monitor
+    config = RunConfig(problem="synthetic", tasks="T0_T1", scheduler="plateau", plateau_monitor="val_delta_m")
+    with pytest.raises(UserInputError, match="needs a single-task reference"):
+        Trainer(config, require_reference=False)._step_scheduler(scheduler, train, {}, last_losses=last)
