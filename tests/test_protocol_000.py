@@ -222,3 +222,44 @@ def test_plateau_monitors(monkeypatch):
     config = RunConfig(problem="synthetic", tasks="T0_T1", scheduler="plateau", plateau_monitor="val_delta_m")
     with pytest.raises(UserInputError, match="needs a single-task reference"):
         Trainer(config, require_reference=False)._step_scheduler(scheduler, train, {}, last_losses=last)
+
+
+# ---------------------------------------------------------------------------------------- Auto-Lambda
+def test_auto_lambda_meta_batch_size_and_live_batchnorm_statistics():
+    from mtlbench.methods.auto_lambda import substituted
+    from mtlbench.training import RunConfig
+    from mtlbench.training.trainer import Session
+
+    config = RunConfig(
+        problem="synthetic",
+        tasks="T0_T1",
+        method="auto_lambda",
+        method_params={"meta_batch_size": 16},
+        batch_size=64,
+        threads=1,
+    ).resolved()
+    problem = create_problem("synthetic", "T0_T1")
+    problem.prepare()
+    session = Session(config, problem, torch.device("cpu"), torch.Generator().manual_seed(0))
+    sizes = []
+    stream = session.method.context.next_validation_batch
+
+    def recording(*args):
+        batch = stream(*args)
+        sizes.append(batch.size)
+        return batch
+
+    session.method.context.next_validation_batch = recording
+    for _, batch in zip(range(2), problem.batches("train", 64), strict=False):
+        session.step(batch)
+    assert sizes == [16, 16]
+
+    norm = torch.nn.BatchNorm1d(3)
+    values = {id(p): p.detach() + 1.0 for p in norm.parameters()}
+    x = torch.randn(8, 3) + 5.0
+    with substituted(norm, values):
+        norm(x)
+    assert torch.equal(norm.running_mean, torch.zeros(3))  # isolated: the live statistics are untouched
+    with substituted(norm, values, live_buffers=True):
+        norm(x)
+    torch.testing.assert_close(norm.running_mean, 0.1 * x.mean(dim=0))  # live: one momentum-0.1 update
