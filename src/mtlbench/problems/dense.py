@@ -49,6 +49,7 @@ from mtlbench.models.architectures import MODEL_HELP, MODELS, build, check_model
 from mtlbench.models.base import MultiTaskModel
 from mtlbench.models.deeplab import DeepLabHead
 from mtlbench.models.resnet import load_encoder_weights, resnet_encoder
+from mtlbench.problems import nyuv2 as nyu
 from mtlbench.problems import register_problem
 from mtlbench.problems.base import (
     Batch,
@@ -75,6 +76,11 @@ PRESETS: dict[str, tuple[dict[str, Any], str]] = {
     "InstSeg": ({"encoder": "resnet18", "resolution": "256x128", "classes": 7}, "S_D_I"),
     "HR": ({"encoder": "resnet18", "resolution": "512x256", "classes": 7}, "S_D_I"),
     "19C": ({"encoder": "resnet18", "resolution": "512x256", "classes": 19}, "S_D_I"),
+}
+#: presets of the generated stand-in only: NYUv2's tasks S (13 classes), D (depth), N (normals) on
+#: street scenes at 4:3 like NYUv2's 384x288 (mtlbench.problems.nyuv2's losses, metrics and augmentation)
+STANDIN_PRESETS: dict[str, tuple[dict[str, Any], str]] = {
+    "NYUv2": ({"encoder": "resnet18", "resolution": "128x96", "classes": nyu.CLASSES}, "S_D_N"),
 }
 
 DEFAULTS = TrainingDefaults(
@@ -298,13 +304,19 @@ def make_tasks(classes: int, size: tuple[int, int], width: int) -> dict[str, Tas
 
 
 def _common_options(
-    resolution_default: str, encoder_default: str, width_default: int, classes_default: int
+    resolution_default: str,
+    encoder_default: str,
+    width_default: int,
+    classes_default: int,
+    presets: tuple[str, ...] = tuple(PRESETS),
+    class_choices: tuple[int, ...] = (7, 19),
 ) -> tuple[ProblemOption, ...]:
+    class_doc = "semantic classes: 7 categories or 19" + (" (13: NYUv2's tasks S, D, N)" if 13 in class_choices else "")
     return (
         ProblemOption(
-            "preset", "none", "000's ladder step (sets encoder, resolution, classes, tasks)", choices=("none", *PRESETS)
+            "preset", "none", "000's ladder step (sets encoder, resolution, classes, tasks)", choices=("none", *presets)
         ),
-        ProblemOption("classes", classes_default, "semantic classes: 7 categories or 19", parse=int, choices=(7, 19)),
+        ProblemOption("classes", classes_default, class_doc, parse=int, choices=class_choices),
         ProblemOption("resolution", resolution_default, "input resolution WIDTHxHEIGHT", parse=resolution),
         ProblemOption("model", "aspp", MODEL_HELP, choices=MODELS, keyed_at_default=False),
         ProblemOption(
@@ -322,6 +334,7 @@ class DenseProblem(Problem):
 
     defaults: ClassVar[TrainingDefaults] = DEFAULTS
     _default_size: ClassVar[tuple[int, int]] = (512, 256)
+    presets: ClassVar[dict[str, tuple[dict[str, Any], str]]] = PRESETS
 
     def __init__(self, tasks: str | Sequence[str] = "all", **options: Any) -> None:
         if options.get("preset", "none") is None:  # the CLI reads "none" as None
@@ -330,12 +343,15 @@ class DenseProblem(Problem):
             options.setdefault("encoder", "resnet50")  # 001/LibMTL's backbone, before a preset's
         preset = options.get("preset", "none")
         if preset != "none":
-            preset = ProblemOption("preset", "none", "", choices=("none", *PRESETS)).coerce(preset, self.name)
-            values, preset_tasks = PRESETS[preset]
+            preset = ProblemOption("preset", "none", "", choices=("none", *self.presets)).coerce(preset, self.name)
+            values, preset_tasks = self.presets[preset]
             for key, value in values.items():
                 options.setdefault(key, value)
             if tasks == "all":
                 tasks = preset_tasks
+        if tasks == "all" and "N" in self.available_tasks():  # "all" = the tasks the classes option has
+            classes = options.get("classes", next(o.default for o in self.options if o.name == "classes"))
+            tasks = "S_D_N" if str(classes) == str(nyu.CLASSES) else "S_D_I"
         super().__init__(tasks, **options)
         width = self.option_values["width"]
         if width < 1:
@@ -350,7 +366,14 @@ class DenseProblem(Problem):
             self.size[0],
             encoder_weights=self.option_values["encoder_weights"],
         )
-        catalog = make_tasks(self.option_values["classes"], (self.size[1], self.size[0]), width)
+        classes, size = self.option_values["classes"], (self.size[1], self.size[0])
+        nyu_style = classes == nyu.CLASSES
+        catalog = nyu.make_tasks(classes, size, width) if nyu_style else make_tasks(classes, size, width)
+        for name in self.task_names:
+            if name not in catalog:
+                needs = "classes=13 (preset NYUv2)" if name == "N" else "classes 7 or 19"
+                have = "_".join(catalog)
+                raise UserInputError(f"{self.name}: task {name} needs {needs}; classes={classes} has {have}")
         self.tasks = [catalog[name] for name in self.task_names]
         self._data: dict[str, dict[str, np.ndarray]] = {}
         self._checksums: dict[str, str] = {}
@@ -366,8 +389,8 @@ class DenseProblem(Problem):
 
     # ---------------------------------------------------------------- data
 
-    def _load(self, folder: Path, files: dict[str, str], *, has_instance: bool) -> None:
-        arrays = [a for a in city.ARRAYS if a != "instance" or has_instance]
+    def _load(self, folder: Path, files: dict[str, str], *, has_instance: bool, extra: Sequence[str] = ()) -> None:
+        arrays = [a for a in city.ARRAYS if a != "instance" or has_instance] + list(extra)
         for split in self.splits:
             data = city.load_split(folder, split, arrays)
             if split == "train" and self.option_values["train_size"]:
@@ -400,6 +423,15 @@ class DenseProblem(Problem):
         data = self._split(split)
         order = np.sort(indices)
         restore = np.argsort(np.argsort(indices))  # read sorted (memmaps), return in the asked order
+        if self.option_values["classes"] == nyu.CLASSES:  # NYUv2's tasks: its inputs, targets and augmentation
+            label19 = np.asarray(data["label19"][order][restore])
+            arrays = {
+                "image": np.asarray(data["image"][order][restore]),
+                "label": scenes.to_13_classes(label19),
+                "depth": scenes.depth_from_disparity(data["disparity"][order][restore], self.size[0]),
+                "normal": np.asarray(data["normal"][order][restore]),
+            }
+            return nyu.make_batch(arrays, self.task_names, augment_with)
 
         def take(name: str) -> Tensor:
             return torch.from_numpy(np.ascontiguousarray(data[name][order][restore]))
@@ -504,22 +536,35 @@ class SyntheticScenesProblem(DenseProblem):
     name = "synthetic_scenes"
     description = "generated street scenes: segmentation (7/19), exact disparity, instance offsets"
     options = (
-        *_common_options("128x64", "resnet18", 16, 19),
+        *_common_options("128x64", "resnet18", 16, 19, (*PRESETS, *STANDIN_PRESETS), (7, 13, 19)),
         ProblemOption("n_images", 600, "images generated (70/15/15 train/val/test)", parse=int),
         ProblemOption("instances", 8, "thing instances per image", parse=int),
         ProblemOption("seed", 0, "seed of the generator", parse=int),
     )
     _default_size = (128, 64)
+    presets: ClassVar[dict[str, tuple[dict[str, Any], str]]] = {**PRESETS, **STANDIN_PRESETS}
 
     def prepare(self) -> None:
         if self._data:
             return
         width, height = self.size
+        normals = self.option_values["classes"] == nyu.CLASSES
         folder, files = scenes.ensure(
             width,
             height,
             n_images=self.option_values["n_images"],
             instances=self.option_values["instances"],
             seed=self.option_values["seed"],
+            normals=normals,
         )
-        self._load(folder, {f"synthetic_scenes/{folder.name}/{k}": v for k, v in files.items()}, has_instance=True)
+        self._load(
+            folder,
+            {f"synthetic_scenes/{folder.name}/{k}": v for k, v in files.items()},
+            has_instance=True,
+            extra=("normal",) if normals else (),
+        )
+
+    @classmethod
+    def available_tasks(cls) -> dict[str, Task]:
+        size = (cls._default_size[1], cls._default_size[0])
+        return {**make_tasks(19, size, 64), "N": nyu.make_tasks(nyu.CLASSES, size, 64)["N"]}
