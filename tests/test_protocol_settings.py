@@ -338,3 +338,25 @@ def test_runs_with_a_reference_store_both_delta_m_variants(tmp_path):
     assert row["selection"] == "delta_m_metrics" and row["test_selected"] == 0
     epochs = store.epochs(run_id=result.run_id)
     assert epochs["val_delta_m_metrics"].tolist() == pytest.approx([r["val_delta_m"] for r in result.history])
+
+
+def test_sweeps_select_configurations_by_the_runs_rule(tmp_path):
+    from mtlbench.sweeps.plan import Candidate, Group, StoredRun, select_method
+
+    store = ResultsStore(tmp_path / "r.db")
+    result = _train(store, tmp_path, seed=1, selection="val_loss")
+    losses = [sum(r["val_losses"].values()) for r in result.history]
+    assert result.val_score == pytest.approx(-min(losses))
+    assert store.run(result.run_id)["summary"]["val_score"] == pytest.approx(result.val_score)
+    plain = _train(store, tmp_path, seed=2)
+    assert "val_score" not in store.run(plain.run_id)["summary"]  # default rule: summaries as before
+
+    candidates = [Candidate(0, {"lr": 0.01}), Candidate(1, {"lr": 0.001})]
+    for selection, expected in (("delta_m", 0), ("mean_metric:mae", 1)):
+        base = RunConfig(**{**BASE, "selection": selection})
+        group = Group("unit_scal", "multi_task", candidates, [1], [1], base, _resolve=lambda c, _: c.resolved())
+        stored = {
+            group.trial(candidates[0], 1).hash: StoredRun(1, "completed", val_delta_m=2.0, val_score=-0.5),
+            group.trial(candidates[1], 1).hash: StoredRun(2, "completed", val_delta_m=1.0, val_score=-0.2),
+        }
+        assert select_method(group, stored).best.index == expected

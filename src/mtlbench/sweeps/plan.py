@@ -311,6 +311,8 @@ class StoredRun:
     #: reference runs: task -> metric -> {"epoch", "val", "test"}
     selected: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None
     error: str | None = None
+    #: the run's validation score by its selection rule (runs with a rule other than delta_m)
+    val_score: float | None = None
 
 
 def _number(value: Any) -> float | None:
@@ -350,6 +352,7 @@ def lookup(store: Any, hashes: Iterable[str], chunk: int = 400) -> dict[str, Sto
                 test_delta_m=_number(row.get("test_delta_m")),
                 selected=selected or None,
                 error=error if isinstance(error, str) else None,
+                val_score=_number(row.get("summary.val_score")),
             )
     return found
 
@@ -445,9 +448,11 @@ def select(
 
 
 def select_method(group: Group, stored: Mapping[str, StoredRun]) -> Selection:
-    """000: the configuration with the best mean validation Delta_m over the search seeds."""
+    """000: the configuration with the best mean validation Delta_m over the search seeds (with another
+    ``selection`` rule, the best mean validation score by that rule: ``RunResult.val_score``)."""
     runs = {c.index: [stored.get(group.trial(c, s).hash) for s in group.search_seeds] for c in group.candidates}
-    return select(group.name, group.candidates, runs, lambda run: run.val_delta_m)
+    by_rule = group.base.selection != "delta_m"
+    return select(group.name, group.candidates, runs, lambda run: run.val_score if by_rule else run.val_delta_m)
 
 
 def select_reference(group: Group, stored: Mapping[str, StoredRun]) -> list[Selection]:

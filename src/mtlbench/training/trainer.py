@@ -56,6 +56,9 @@ class RunResult:
     test_delta_m_metrics: float | None = None
     #: the selection rule saw the test split (``last_test_epochs``, ``best_test``)
     test_selected: bool = False
+    #: the selected model's validation score by the run's rule (higher is better; sweeps select
+    #: configurations on it): the rule's own score, or val Delta_m for per_metric / last_test_epochs
+    val_score: float | None = None
     test_metrics: Metrics = field(default_factory=dict)
     #: reference runs: task -> metric -> {"epoch", "val", "test"}
     selected: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
@@ -321,6 +324,7 @@ class Trainer:
                     "val_delta_m_metrics": result.val_delta_m_metrics,
                     "test_delta_m_metrics": result.test_delta_m_metrics,
                     "selection": "per_metric" if config.kind == "reference" else config.selection,
+                    **({"val_score": result.val_score} if config.selection != "delta_m" else {}),
                     "test_selected": result.test_selected,
                     "seconds": result.seconds,
                     "counters": result.counters,
@@ -530,6 +534,7 @@ class Trainer:
             if references["val"] is not None:
                 result.val_delta_m = delta_m(best_val, references["val"], directions)
                 result.val_delta_m_metrics = delta_m_metrics(best_val, references["val"], directions)
+            result.val_score = result.val_delta_m
         elif rule.kind == "last_test_epochs":
             tail = state["history"][-int(rule.epochs) :]
             result.test_selected = True
@@ -539,6 +544,7 @@ class Trainer:
                 values = [record.get(name) for record in tail]
                 if all(value is not None for value in values):
                     setattr(result, name, sum(values) / len(values))
+            result.val_score = result.val_delta_m
         else:
             best = state["best"]
             result.test_selected = rule.test_selected
@@ -546,6 +552,8 @@ class Trainer:
             result.val_delta_m = best["val_delta_m"]
             result.val_delta_m_metrics = best.get("val_delta_m_metrics")
             record = next((r for r in state["history"] if r["epoch"] == best["epoch"]), {})
+            scored = rule.inner if rule.kind == "best_test" else rule  # best_test: the same rule on val
+            result.val_score = epoch_score(scored, record, directions) if record else None
             if record.get("test_metrics") is not None:  # best_test: evaluated at that epoch already
                 result.test_metrics = record["test_metrics"]
             else:
