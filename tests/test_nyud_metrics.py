@@ -82,3 +82,21 @@ def test_saliency_mtinet_variant_per_image_beta1() -> None:
     assert f[:6].tolist() == pytest.approx([2 * 0.75 / 1.75] * 6)
     assert f[6:].tolist() == pytest.approx([0.5] * 9)
     assert meter.compute()["maxf"] == pytest.approx(100 * 2 * 0.75 / 1.75)
+
+
+def test_table_ii_rows_reproduce_their_delta_m() -> None:
+    from mtlbench.metrics import delta_m
+    from mtlbench.problems.nyud import published_002
+
+    for dataset in ("nyud", "pascal_context"):
+        reference = published_002(dataset)
+        directions = {v.task: {v.metric: v.higher_is_better} for v in reference["values"]}
+        for row in ("uniform", "grid_search"):
+            published = published_002(dataset, row)
+            recomputed = delta_m(published["metrics"], reference["metrics"], directions)
+            if (dataset, row) == ("pascal_context", "grid_search"):
+                # the paper prints -2.64; its own numbers give -2.78 (noted in problems/nyud.py)
+                assert recomputed == pytest.approx(-2.78, abs=0.01)
+            else:  # 002 Eq. 5 from the table's numbers agrees with its Delta_m column to rounding
+                assert recomputed == pytest.approx(published["delta_m"], abs=0.01)
+    assert {v.unit for v in published_002("nyud")["values"]} == {"percent", "metres", "degrees"}

@@ -142,7 +142,7 @@ def test_stand_in_targets(preset: str) -> None:
     assert sky.any() and np.allclose(norms[~sky], 1.0)
     if preset == "NYUD":
         assert np.array_equal(a["depth"] == 0, sky)
-        far = (a["depth"] > scenes_002.FAR) | sky
+        far = (a["depth"] > scenes_002.FAR * scenes_002.DEPTH_SCALE["NYUD"]) | sky
         assert np.array_equal(semseg % 2, far.astype(np.uint8))
     else:
         assert set(np.unique(a["sal"])) == {0, 1}

@@ -4,10 +4,11 @@
 Every target is a deterministic function of the rendered scene (labels, exact depth, analytic normals,
 instances):
 
-- ``semseg``: NYUD: 2 * trainId + far (far = depth > 20 m or no depth), i.e. 38 of the 40 classes can occur;
+- ``semseg``: NYUD: 2 * trainId + far (far = rendered depth > 20 m or no depth), i.e. 38 of the 40 classes can occur;
   PASCAL: things map to VOC classes (person and rider 15, car 7, truck and bus 6, train 19, motorcycle 14,
   bicycle 2), vegetation to potted plant 16, everything else to background 0;
-- ``depth``: metres (0 on the sky = invalid); ``normals``: unit camera-frame normals (0 on the sky);
+- ``depth``: the renderer's metres, x 0.1 for NYUD (indoor-like ranges; 0 on the sky = invalid);
+  ``normals``: unit camera-frame normals (0 on the sky);
 - ``edge``: label boundaries, the thinned non-zero 4-neighbour Laplacian of the semantic map (as PASCAL's
   edges come from its context labels);
 - ``sal``: 1 on thing pixels (the objects), 0 elsewhere;
@@ -35,6 +36,8 @@ PRESETS = ("NYUD", "PASCAL")
 FAR = 20.0
 IGNORE = 255
 ASPECT = {"NYUD": 0.75, "PASCAL": 1.0}  # height / width
+#: the street renderer's metres -> the stand-in's (NYUD: x 0.1, indoor-like 0.2-10 m depths)
+DEPTH_SCALE = {"NYUD": 0.1, "PASCAL": 1.0}
 
 #: trainId -> VOC class (0 background)
 TRAIN_TO_VOC = np.array([0, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0, 15, 15, 7, 6, 6, 19, 14, 2], dtype=np.uint8)
@@ -110,9 +113,10 @@ def generate_images(
         if len(label19)
         else raw["disparity"]
     )
+    far = (depth > FAR) | (depth == 0)
+    depth = depth * DEPTH_SCALE[preset]
     out = {"image": raw["image"], "depth": depth.astype(np.float32), "normals": raw["normal"].astype(np.float32)}
     if preset == "NYUD":
-        far = (depth > FAR) | (depth == 0)
         out["semseg"] = (2 * np.clip(label19, 0, 18) + far).astype(np.uint8)
     else:
         out["semseg"] = TRAIN_TO_VOC[np.clip(label19, 0, 18)]
