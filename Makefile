@@ -1,19 +1,38 @@
 # `make demo` and `make test` set everything up on a fresh machine: a Python 3.11 virtual
-# environment in .venv (the local torch 2.13.0 CPU wheel is for CPython 3.11), installed with
-# constraints.txt so that no CUDA torch is ever pulled.
+# environment in .venv (the local torch 2.13.0 CPU wheel is for CPython 3.11), installed from the
+# lock file requirements/lock.txt (every package pinned, with hashes: `--require-hashes`), then
+# mtlbench itself without dependencies (pip refuses editable installs in hash mode).
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed
+LOCK := requirements/lock.txt
 
-.PHONY: demo test lint bench bench-peers clean chromium
+.PHONY: demo test lint bench bench-peers clean chromium lock
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	$(PIP) install -q --require-hashes -r $(LOCK)
+	$(PIP) install -q --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+# Regenerate the lock after changing dependencies in pyproject.toml (the `dev` extra holds what the tests
+# need) or constraints.txt, with pip-tools in its own environment. Existing pins are kept where they still
+# fit; `make lock LOCK_ARGS=--upgrade` moves every package to its newest allowed release (then run
+# `make test`: the ceilings in pyproject.toml are the releases tested). The exact command:
+#   pip-compile --extra dev --all-build-deps --allow-unsafe --generate-hashes --strip-extras
+#     --no-emit-index-url --no-emit-find-links -c constraints.txt -o requirements/lock.txt pyproject.toml
+# torch is pinned to the CPU build (2.13.0+cpu) that pip finds in its find-links folder (pip's config
+# here); elsewhere add PyTorch's CPU wheel index with --extra-index-url.
+LOCK_VENV := .venv-lock
+PIP_TOOLS := pip-tools==7.6.2
+lock:
+	@test -x $(LOCK_VENV)/bin/python || $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q $(PIP_TOOLS)
+	$(LOCK_VENV)/bin/pip-compile --quiet --extra dev --all-build-deps --allow-unsafe --generate-hashes \
+	  --strip-extras --no-emit-index-url --no-emit-find-links $(LOCK_ARGS) -c constraints.txt \
+	  -o $(LOCK) pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/mtlbench demo
@@ -50,4 +69,4 @@ bench-peers:
 	$(PEERS)/bin/python bench/vs_peers.py --python $(PEERS)/bin/python --paired --output bench-peers.md
 
 clean:
-	rm -rf $(VENV) mtlbench-results .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LOCK_VENV) mtlbench-results .pytest_cache .ruff_cache
