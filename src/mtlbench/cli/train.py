@@ -171,6 +171,7 @@ def train(
     print(
         f"run {result.run_id}: {method} on {config.problem} {'_'.join(trainer.config.tasks)} completed; "
         f"best epoch {result.best_epoch}, val Δm {pct(result.val_delta_m, 3)}, test Δm {pct(result.test_delta_m, 3)}"
+        + (f" (test-selected: {trainer.config.selection})" if result.test_selected else "")
     )
     print(json.dumps({"test_metrics": result.test_metrics}, indent=None))
 
