@@ -29,12 +29,15 @@ def test_nyuv2_spec_is_the_mtan_famo_setup(scale: str) -> None:
         assert options["val_split"] == "none" and options["metric_reduction"] == "per_batch" and options["augment"]
         if scale == "paper":
             assert config.epochs == 200 and config.selection == "last_test_epochs:10"
+            assert options["model"] == "segnet_mtan"
         if group.name == "cagrad":
             assert config.method_params["c"] == 0.4
+        if group.name == "imtl":  # SegNet-MTAN has no shared representation: IMTL on the shared parameters
+            assert config.method_params["space"] == "parameters"
     assert plan.tasks == ["S", "D", "N"]
 
 
-@pytest.mark.parametrize("name", ["nyuv2_001", "nyuv2_001_sgd"])
+@pytest.mark.parametrize("name", ["nyuv2_001", "nyuv2_001_sgd", "nyuv2_001_deeplab"])
 @pytest.mark.parametrize("scale", ["paper", "cpu", "smoke"])
 def test_nyuv2_001_spec_is_001s_setup(name: str, scale: str) -> None:
     plan = SweepPlan(load_spec(name, scale), threads=1)
@@ -53,6 +56,8 @@ def test_nyuv2_001_spec_is_001s_setup(name: str, scale: str) -> None:
                 assert config.method_params["form"] == "libmtl"
             if group.name == "rlw_normal":
                 assert config.method_params["weights_sum"] == "one"
+            model = "deeplabv3plus" if name.endswith("deeplab") else "segnet"
+            assert config.problem_options["model"] == (model if scale == "paper" else "aspp")
     if scale == "paper":
         assert sorted(lrs, reverse=True) == LR_001
         assert [g.name for g in plan.method_groups] == ["unit_scal", "uw", "rlw_normal", "pcgrad", "cagrad", "imtl"]
@@ -88,7 +93,7 @@ def test_the_smoke_sweep_runs_and_is_test_selected(tmp_path: Path, monkeypatch: 
     # the methods' runs averaged their last test epoch(s); the references select per metric
     methods = runs[runs["kind"] == "multi_task"]
     assert (methods["selection"] == "last_test_epochs:1").all() and (methods["test_selected"] == 1).all()
-    assert {method.method for method in report.methods} == {"unit_scal", "cagrad"}
+    assert {method.method for method in report.methods} == {"unit_scal", "cagrad", "imtl"}
     for method in report.methods:
         assert [final.seed for final in method.final] == [1, 2]
         assert all(set(final.test_metrics) == {"S", "D", "N"} for final in method.final)

@@ -17,8 +17,9 @@ on MTAN's preprocessed release (``mtlbench data prepare nyuv2 --raw PATH``; mtlb
   Draws come from the run's data generator (the reference uses Python's ``random`` and torch's global one).
 - Losses and metrics: mtlbench.problems.dense_metrics (MTAN's forms); ``metric_reduction`` global
   (LibMTL, 001) or per_batch (MTAN/FAMO/CAGrad/nash-mtl, which evaluate with batch 2).
-- Model: until the SegNet architectures land, a dilated ResNet (output stride 8) shared and one DeepLab
-  ASPP head per task (LibMTL's DeepLabV3+ variant of NYUv2 is a dilated ResNet-50 with ASPP heads);
+- Model: the ``model`` option (mtlbench.models.architectures): ``segnet_mtan`` (MTAN, FAMO, CAGrad,
+  nash-mtl), ``segnet`` and ``deeplabv3plus`` (001's two networks, LibMTL's), or ``aspp`` (default: a
+  dilated ResNet, output stride 8, with one DeepLab ASPP head per task, CPU-sized with ``width``);
   the normal output is L2-normalised in the loss and metrics (LibMTL; MTAN does it in the network, the
   same function), so that any architecture's raw 3-channel head works.
 
