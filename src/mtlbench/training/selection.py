@@ -43,9 +43,7 @@ EPOCH_RULES = ("delta_m", "delta_m_metrics", "mean_metric", "val_loss")
 #: every rule kind
 RULES = (*EPOCH_RULES, "per_metric", "last_test_epochs", "best_test")
 DEFAULT = "delta_m"
-ALLOWED = (
-    "delta_m, delta_m_metrics, mean_metric:<metric>, val_loss, per_metric, last_test_epochs:<N>, best_test:<rule>"
-)
+ALLOWED = "delta_m, delta_m_metrics, mean_metric:<metric>, val_loss, per_metric, last_test_epochs:<N>, best_test:<rule>"
 
 
 @dataclass(frozen=True)
