@@ -242,3 +242,24 @@ def test_methods_train_end_to_end(tmp_path: Path, problem: str, method: str) -> 
     values = [v for task in result.test_metrics.values() for v in task.values()]
     assert all(math.isfinite(v) for v in values)
     assert 0.0 <= result.test_metrics["N"]["mean_angle"] <= 180.0
+
+
+def test_runs_selected_on_a_validation_split_that_is_the_test_split_are_flagged(tmp_path: Path) -> None:
+    _fake_nyu(tmp_path / "raw", {"train": 4, "val": 2})
+    nyu_data.prepare(tmp_path / "raw")
+    options = {"val_split": "none", "encoder": "resnet18", "width": 2}
+    base = {"problem": "nyuv2", "problem_options": options, "epochs": 1, "batch_size": 2, "threads": 1, "device": "cpu"}
+    run = Trainer(RunConfig(tasks="S_D_N", method="unit_scal", **base), require_reference=False).run()
+    reference = Trainer(RunConfig(tasks="D", kind="reference", **base), require_reference=False).run()
+    assert run.status == reference.status == "completed"
+    assert run.test_selected and reference.test_selected  # val = test: the default delta_m rule saw test
+    synthetic = RunConfig(
+        problem="synthetic_scenes",
+        tasks="S_D_N",
+        problem_options={"preset": "NYUv2", "resolution": "32x24", "n_images": 6, "width": 2},
+        epochs=1,
+        batch_size=2,
+        threads=1,
+        device="cpu",
+    )
+    assert not Trainer(synthetic, require_reference=False).run().test_selected

@@ -509,6 +509,9 @@ class Trainer:
     ) -> RunResult:
         config = self.config
         result = RunResult(config, "completed", history=state["history"], counters=dict(method.counters))
+        # a problem whose validation split is its test split (nyuv2 val_split=none, as MTAN's code): every
+        # rule selected on test
+        result.test_selected = bool(getattr(problem, "test_selected", False))
         rule = parse_selection(config.selection)
         if config.kind == "reference" or rule.kind == "per_metric":
             evaluated: dict[int, Metrics] = {}
@@ -547,7 +550,7 @@ class Trainer:
             result.val_score = result.val_delta_m
         else:
             best = state["best"]
-            result.test_selected = rule.test_selected
+            result.test_selected = rule.test_selected or result.test_selected
             result.best_epoch = best["epoch"]
             result.val_delta_m = best["val_delta_m"]
             result.val_delta_m_metrics = best.get("val_delta_m_metrics")
