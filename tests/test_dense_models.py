@@ -5,15 +5,19 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from mtlbench.data import scenes
 from mtlbench.errors import UserInputError
 from mtlbench.methods import create
 from mtlbench.methods.gradients import reaches_only_through
 from mtlbench.models.architectures import MODELS, build
 from mtlbench.models.base import check_method
 from mtlbench.problems import create_problem
+from mtlbench.sweeps.plan import SweepPlan
+from mtlbench.sweeps.spec import load_spec
 from mtlbench.training.config import RunConfig
 from mtlbench.training.trainer import Trainer
 
@@ -295,3 +299,79 @@ def test_every_model_trains_on_the_scenes(preset: str, name: str, method: str) -
     tasks = {"R18": {"S", "D"}, "NYUv2": {"S", "D", "N"}}[preset]
     assert set(result.test_metrics) == tasks
     assert all(math.isfinite(v) for v in result.history[0]["train_losses"].values())
+
+
+# ---------------------------------------------------------------------------------- city_001, scale_crop
+
+LR_001 = [0.5, 0.1, 0.05, 0.01, 0.005, 0.001, 0.0005, 0.0001, 0.00005, 0.00001]
+
+
+@pytest.mark.parametrize("scale", ["paper", "cpu", "smoke"])
+def test_city_001_spec_is_001s_setup(scale: str) -> None:
+    plan = SweepPlan(load_spec("city_001", scale), threads=1)
+    lrs = set()
+    for group in plan.method_groups:
+        for trial in group.search_trials():
+            config = trial.config
+            lrs.add(config.lr)
+            assert (config.optimizer, config.weight_decay, config.objective) == ("adam", 1e-5, "sum")
+            assert (config.scheduler, config.step_size, config.scheduler_gamma) == ("step", 100, 0.5)
+            assert config.selection == "delta_m_metrics"
+            options = config.problem_options
+            assert (options["model"], options["classes"], options["augmentation"]) == ("segnet", 7, "scale_crop")
+            if group.name == "imtl":
+                assert config.method_params["space"] == "parameters"  # LibMTL's rep_grad is off by default
+    assert plan.tasks == ["S", "D"]
+    if scale == "paper":
+        config = plan.method_groups[0].search_trials()[0].config
+        assert (config.problem, config.problem_options["resolution"]) == ("cityscapes", "256x128")
+        assert (config.epochs, config.batch_size) == (300, 64)
+        assert sorted(lrs, reverse=True) == LR_001
+        assert sum(len(g.search_trials()) for g in plan.method_groups) == 180  # 6 methods x 10 lrs x 3 seeds
+    else:
+        assert plan.method_groups[0].search_trials()[0].config.problem == "synthetic_scenes"
+
+
+@pytest.mark.parametrize("name", ["city_001", "nyuv2_001"])
+def test_the_001_specs_select_each_model(name: str) -> None:
+    for model in MODELS:
+        plan = SweepPlan(load_spec(name, "smoke", model=model), threads=1)
+        assert {g.search_trials()[0].config.problem_options["model"] for g in plan.method_groups} == {model}
+    with pytest.raises(UserInputError, match="model: must be an architecture name"):
+        load_spec(name, "smoke", model="")
+
+
+@pytest.mark.parametrize("model", ["segnet", "deeplabv3plus"])
+def test_city_001_smoke_runs_train_on_the_scenes(model: str) -> None:
+    """A run of each family from the smoke plan (the whole sweep is 23 runs: too slow for the suite)."""
+    plan = SweepPlan(load_spec("city_001", "smoke", model=model), threads=1)
+    for group in plan.method_groups:
+        if group.name in ("uw", "cagrad", "imtl"):
+            result = Trainer(group.search_trials()[0].config, require_reference=False).run()
+            assert result.status == "completed", result.error
+            assert set(result.test_metrics) == {"S", "D"}
+
+
+def test_scale_crop_augmentation_keeps_targets_consistent() -> None:
+    problem = create_problem(
+        "synthetic_scenes", "S_D", preset="R18", resolution="64x32", n_images=12, augmentation="scale_crop"
+    )
+    plain = problem.make_batch("train", np.arange(8))
+    augmented = problem.make_batch("train", np.arange(8), augment_with=torch.Generator().manual_seed(3))
+    scales = set()
+    for b in range(8):
+        label, disparity = augmented.targets["S"][b], augmented.targets["D"][b, 0]
+        assert torch.equal(disparity > 0, label != scenes.to_categories(np.array([scenes.SKY]))[0].item())
+        original = set(plain.targets["D"][b].unique().tolist())
+        values = disparity.unique().tolist()
+        # nearest resampling then / s: every value is an original disparity divided by one scale
+        fits = [
+            s
+            for s in (1.0, 1.2, 1.5)
+            if all(any(abs(v * s - o) < 1e-4 * max(1.0, o) for o in original) for v in values)
+        ]
+        assert fits
+        scales.add(fits[-1])
+    assert len(scales) > 1  # several scales were drawn
+    with pytest.raises(UserInputError, match="scale_crop is for tasks S and D"):
+        create_problem("synthetic_scenes", "S_D_I", augmentation="scale_crop")

@@ -138,6 +138,10 @@ def sweep(
     results: ResultsOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the runs it would launch, per phase.")] = False,
     list_: Annotated[bool, typer.Option("--list", help="List the built-in sweep specs.")] = False,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Architecture of a dense problem's runs (README, Models): overrides the spec's model."),
+    ] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Launch failed runs again.")] = False,
     keep_checkpoints: Annotated[
         bool, typer.Option("--keep-checkpoints", help="Keep last.pt of completed runs (default: only best.pt).")
@@ -167,7 +171,7 @@ def sweep(
     path = results_path(results)
     if report is not None:
         writable_path(report, "--report")
-    loaded = load_spec(spec, scale)
+    loaded = load_spec(spec, scale, model=model)
     store = ResultsStore(path)
     runner = Sweep(
         loaded,

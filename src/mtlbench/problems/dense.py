@@ -66,6 +66,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MAX_ROTATION = 10.0
 TASK_NAMES = ("S", "D", "I")
+AUGMENTATIONS = ("rotate_flip", "scale_crop")
 #: output channels of the heads of the tasks other than S (whose count is the ``classes`` option)
 HEAD_OUTPUTS = {"D": 1, "I": 2, "N": 3}
 
@@ -324,6 +325,13 @@ def _common_options(
         ),
         ProblemOption("width", width_default, "base channels of the network (64 = the real one)", parse=int),
         ProblemOption("augment", True, "rotation +-10 degrees and horizontal flip of training batches", parse=boolean),
+        ProblemOption(
+            "augmentation",
+            "rotate_flip",
+            "rotate_flip (000) or scale_crop (MTAN/CAGrad: scale 1/1.2/1.5 crop, flip; tasks S, D)",
+            choices=AUGMENTATIONS,
+            keyed_at_default=False,
+        ),
         ProblemOption("train_size", 0, "use only the first N training images (0 = all)", parse=int),
         ProblemOption("encoder_weights", "", "torchvision-named state dict to initialise the encoder", parse=str),
     )
@@ -359,6 +367,8 @@ class DenseProblem(Problem):
         if self.option_values["train_size"] < 0:
             raise UserInputError(f"{self.name}: option train_size={self.option_values['train_size']} must be >= 0")
         self.size = city.parse_resolution(self.option_values["resolution"])  # (W, H)
+        if self.option_values["augmentation"] == "scale_crop" and "I" in self.task_names:
+            raise UserInputError(f"{self.name}: augmentation=scale_crop is for tasks S and D (MTAN's), not I")
         check_model(
             self.name,
             self.option_values["model"],
@@ -441,7 +451,12 @@ class DenseProblem(Problem):
         label = take("label7" if classes == 7 else "label19").long()
         disparity = take("disparity").unsqueeze(1)
         instance = take("instance").long() if "instance" in data else torch.zeros_like(label)
-        if augment_with is not False:
+        if augment_with is not False and self.option_values["augmentation"] == "scale_crop":
+            generator = augment_with if isinstance(augment_with, torch.Generator) else None
+            # MTAN/CAGrad's RandomScaleCropCityScapes + flip (disparity divided by the scale, as theirs)
+            no_normals = torch.zeros(image.shape[0], 3, *image.shape[-2:])
+            image, label, disparity, _ = nyu.augment(image, label, disparity, no_normals, generator)
+        elif augment_with is not False:
             generator = augment_with if isinstance(augment_with, torch.Generator) else None
             b = image.shape[0]
             angles = (torch.rand(b, generator=generator, dtype=torch.float64) * 2.0 - 1.0) * MAX_ROTATION

@@ -19,6 +19,7 @@ A sweep file names a problem, its tasks and options, the methods, the grids and 
     objective = "sum"         # (a method not in ``methods`` may appear: specs extending this one)
     [references]              # single-task references: enabled, search_seeds, final_seeds, grid
     [ray]                     # cpus_per_run, gpus_per_run
+    model = "segnet"          # (top level) a dense problem's architecture: sets problem_options.model
     [scales.smoke]            # any of the keys above, merged over the file by ``--scale smoke``
 
 ``extends = "other_spec"`` (a built-in name or a path relative to the file) starts from another spec.
@@ -78,6 +79,7 @@ _BODY_KEYS = (
     "method_settings",
     "references",
     "ray",
+    "model",
 )
 TOP_KEYS = ("name", "extends", "scales", *_BODY_KEYS)
 REFERENCE_KEYS = ("enabled", "search_seeds", "final_seeds", "grid")
@@ -214,10 +216,21 @@ def load_raw_spec(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
     return _load_raw(name_or_path, None, ())
 
 
-def load_spec(name_or_path: str | Path, scale: str | None = None) -> SweepSpec:
-    """Read a sweep file (or built-in spec name), resolve ``extends``, apply ``scale`` and check its structure."""
+def _with_model(options: dict[str, Any], data: Mapping[str, Any], model: str | None, source: str) -> dict[str, Any]:
+    """``problem_options`` with the spec's top-level ``model`` (or the caller's override) as its ``model``."""
+    chosen = model if model is not None else data.get("model")
+    if chosen is None:
+        return options
+    if not isinstance(chosen, str) or not chosen:
+        raise UserInputError(f"{source}: model: must be an architecture name, got {chosen!r}")
+    return {**options, "model": chosen}
+
+
+def load_spec(name_or_path: str | Path, scale: str | None = None, *, model: str | None = None) -> SweepSpec:
+    """Read a sweep file (or built-in spec name), resolve ``extends``, apply ``scale`` and check its structure;
+    ``model`` overrides the spec's architecture (dense problems' ``model`` option)."""
     raw, source = _load_raw(name_or_path, None, ())
-    return parse_spec(raw, source=source, scale=scale)
+    return parse_spec(raw, source=source, scale=scale, model=model)
 
 
 # ------------------------------------------------------------------------------------------- parsing
@@ -278,7 +291,9 @@ def _tasks(value: Any, source: str) -> str | list[str]:
     raise UserInputError(f"{source}: tasks: must be a task list such as 'CL_RR', 'all' or ['CL', 'RR'], got {value!r}")
 
 
-def parse_spec(raw: Mapping[str, Any], *, source: str = "<sweep>", scale: str | None = None) -> SweepSpec:
+def parse_spec(
+    raw: Mapping[str, Any], *, source: str = "<sweep>", scale: str | None = None, model: str | None = None
+) -> SweepSpec:
     """A :class:`SweepSpec` from raw data (``extends`` already resolved); one-line errors name the key."""
     _check_keys(raw, TOP_KEYS, source, "")
     scales = _table(raw.get("scales"), source, "scales")
@@ -362,7 +377,9 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "<sweep>", scale: str | 
         scales=available,
         problem=problem,
         tasks=_tasks(data["tasks"], source),
-        problem_options=_table(data.get("problem_options"), source, "problem_options"),
+        problem_options=_with_model(
+            _table(data.get("problem_options"), source, "problem_options"), data, model, source
+        ),
         methods=list(methods),
         search_seeds=search_seeds,
         final_seeds=final_seeds,
