@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mtlbench.cli.app import data_app
+from mtlbench.cli.common import print_table
 from mtlbench.data import DATASETS
 
 
@@ -51,7 +52,7 @@ def info(name: Annotated[str | None, typer.Argument(help="Dataset name; all data
         table.add_column("value", overflow="fold")
         for key, value in _flatten(details):
             table.add_row(key, value)
-        console.print(table)
+        print_table(table, console)
         return
     table = Table(title="datasets")
     table.add_column("name")
@@ -60,4 +61,4 @@ def info(name: Annotated[str | None, typer.Argument(help="Dataset name; all data
     for dataset_name, dataset in DATASETS.items():
         details = dataset.info()
         table.add_row(dataset_name, "yes" if details else "no", dataset.description)
-    console.print(table)
+    print_table(table, console)

@@ -92,8 +92,9 @@ def results_command(
     if fmt == "csv":
         frame.to_csv(sys.stdout, index=False)
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from mtlbench.cli.common import print_table
 
     table = Table(title=f"{len(frame)} runs in {store.path}")
     for name, header in TABLE_COLUMNS:
@@ -101,10 +102,7 @@ def results_command(
         table.add_column(header, justify="right" if numeric else "left", overflow="fold")
     for row in frame.to_dict(orient="records"):
         table.add_row(*(_text(name, row.get(name)) for name, _ in TABLE_COLUMNS))
-    console = Console()
-    if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
-        console = Console(width=200)
-    console.print(table)
+    print_table(table)  # piped or captured: the table's natural width, nothing cut
 
 
 @app.command("export")
