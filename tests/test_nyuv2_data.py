@@ -88,6 +88,7 @@ def test_problem_reads_the_cache_and_splits(tmp_path: Path) -> None:
     )
     assert batch.targets["S"].dtype.is_floating_point is False and tuple(batch.targets["D"].shape) == (2, 1, H, W)
     assert set(problem.data_checksums()) == {f"nyuv2/{name}" for name in nyuv2.cached_names()}
+    assert create_problem("nyuv2", val_split=None).test_selected  # the CLI reads "none" as None
     with pytest.raises(UserInputError, match="val_split=libmtl needs the 795 official training images"):
         create_problem("nyuv2", width=4).prepare()
     with pytest.raises(UserInputError, match="train_size=5 exceeds the 4"):

@@ -305,6 +305,8 @@ class NYUv2Problem(Problem):
     )
 
     def __init__(self, tasks: str | Sequence[str] = "all", **options: Any) -> None:
+        if "val_split" in options and options["val_split"] is None:  # the CLI reads "none" as None
+            options["val_split"] = "none"
         super().__init__(tasks, **options)
         if self.option_values["width"] < 1:
             raise UserInputError(f"nyuv2: option width={self.option_values['width']} must be a positive number")
