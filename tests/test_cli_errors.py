@@ -191,9 +191,10 @@ def test_an_internal_error_is_one_line_exit_1_and_debug_shows_the_traceback(plac
     err = capsys.readouterr().err
     assert_one_line(code, err, expected=1)
     assert err.startswith("internal error: RuntimeError: boom second line") and "--debug" in err
-    code = main(["--debug", "methods"])
-    err = capsys.readouterr().err
-    assert code == 1 and "Traceback" in err and "RuntimeError: boom" in err
+    for argv in (["--debug", "methods"], ["methods", "--debug"]):  # a global option, also after the command
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 1 and "Traceback" in err and "RuntimeError: boom" in err
     monkeypatch.setenv("MTLBENCH_DEBUG", "1")
     code = main(["methods"])
     assert code == 1 and "Traceback" in capsys.readouterr().err

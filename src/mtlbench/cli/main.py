@@ -1,10 +1,10 @@
 """Entry point of the ``mtlbench`` command: every mistake is one line on stderr, never a traceback.
 
-Exit statuses: 0 success; 1 a failed run or an internal error (one line; ``--debug`` or
-``MTLBENCH_DEBUG=1`` prints the traceback); 2 a user mistake (an unknown, missing or malformed option,
-a bad value, a path that cannot be used); 130 interrupted. Command-line parsing errors are recognised
-by class name, so they are caught whether typer vendors click (``typer._click``, typer >= 0.23) or
-uses the real one.
+Exit statuses: 0 success; 1 a failed run or an internal error (one line; ``--debug``, anywhere on the
+command line, or ``MTLBENCH_DEBUG=1`` prints the traceback); 2 a user mistake (an unknown, missing or
+malformed option, a bad value, a path that cannot be used); 130 interrupted; 141 stdout closed early.
+Command-line parsing errors are recognised by class name, so they are caught whether typer vendors
+click (``typer._click``, typer >= 0.23) or uses the real one.
 """
 
 from __future__ import annotations
@@ -30,22 +30,15 @@ def _one_line(text: str) -> str:
 
 
 def _debug(argv: list[str]) -> bool:
-    return "--debug" in argv[: _first_command(argv)] or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
-
-
-def _first_command(argv: list[str]) -> int:
-    """Index of the first argument that is not a global option (the command name)."""
-    for index, arg in enumerate(argv):
-        if not arg.startswith("-"):
-            return index
-    return len(argv)
+    return "--debug" in argv or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
 
 
 def _allowed_options(error: Any) -> str:
     """The options the command of a click context accepts, for an unknown-option message."""
     command = getattr(getattr(error, "ctx", None), "command", None)
-    names = sorted({opt for param in getattr(command, "params", []) for opt in getattr(param, "opts", []) if
-                    opt.startswith("--")})
+    names = sorted(
+        {opt for param in getattr(command, "params", []) for opt in getattr(param, "opts", []) if opt.startswith("--")}
+    )
     return f"; options of `{error.ctx.command_path}`: {', '.join(names)}" if names else ""
 
 
@@ -83,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit status (the ``mtlbench`` console script exits with it)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = _debug(argv)
+    if debug:  # a global option, accepted after the command name too
+        argv = ["--debug", *(arg for arg in argv if arg != "--debug")]
     try:
         load_commands()
         result = app(args=argv, standalone_mode=False, prog_name="mtlbench")
@@ -97,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 1)
+    except BrokenPipeError:  # `mtlbench methods | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as error:
         if debug:
             traceback.print_exc()
