@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -132,3 +133,48 @@ def test_tasks_use_the_chosen_reduction() -> None:
     assert [m.higher_is_better for m in tasks["S"].metrics + tasks["D"].metrics] == [True, True, False, False]
     with pytest.raises(ValueError, match="metric reduction 'mean'"):
         DepthMetrics("mean")
+
+
+def _mtan_style(batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict[str, list[float]]:
+    """The reference codes' formulas, written out independently: per batch (MTAN) and pooled (LibMTL)."""
+    per_batch, abs_sum, rel_sum, count, pooled = [], 0.0, 0.0, 0, []
+    for depth_p, depth_t, normal_p, normal_t in batches:
+        mask = depth_t.sum(1, keepdim=True) != 0
+        err = (depth_p - depth_t).abs()[mask]
+        n = int(mask.sum())
+        valid = normal_t.sum(1) != 0
+        cos = (normal_p / normal_p.norm(dim=1, keepdim=True) * normal_t).sum(1)[valid].clamp(-1, 1)
+        deg = torch.rad2deg(torch.acos(cos)).numpy()
+        per_batch.append(
+            [
+                float(err.sum()) / n,
+                float((err / depth_t[mask]).sum()) / n,
+                deg.mean(),
+                float(np.median(deg)),
+                *((deg < x).mean() for x in (11.25, 22.5, 30)),
+            ]
+        )
+        abs_sum, rel_sum, count = abs_sum + float(err.sum()), rel_sum + float((err / depth_t[mask]).sum()), count + n
+        pooled.append(deg)
+    angles = np.concatenate(pooled)
+    summary = [angles.mean(), float(np.median(angles)), *((angles < x).mean() for x in (11.25, 22.5, 30))]
+    return {"per_batch": list(np.mean(per_batch, axis=0)), "global": [abs_sum / count, rel_sum / count, *summary]}
+
+
+@pytest.mark.parametrize("reduction", ["global", "per_batch"])
+def test_metrics_agree_with_the_reference_formulas_on_random_batches(reduction: str) -> None:
+    g = torch.Generator().manual_seed(0)
+    batches = []
+    for size in (2, 2, 1):  # a short last batch, as 654 / 2 is not
+        depth_t = torch.rand(size, 1, 5, 7, generator=g, dtype=torch.float64) * 4
+        depth_t[depth_t < 0.8] = 0.0
+        normal_t = torch.nn.functional.normalize(torch.randn(size, 3, 5, 7, generator=g, dtype=torch.float64), dim=1)
+        normal_t[:, :, 0, :2] = 0.0
+        normal_p = normal_t + 0.5 * torch.randn(size, 3, 5, 7, generator=g, dtype=torch.float64)
+        batches.append((depth_t + torch.randn(size, 1, 5, 7, generator=g), depth_t, normal_p, normal_t))
+    depth, normal = DepthMetrics(reduction), NormalMetrics(reduction)
+    for depth_p, depth_t, normal_p, normal_t in batches:
+        depth.update(depth_p, depth_t)
+        normal.update(normal_p, normal_t)
+    ours = [*depth.compute().values(), *normal.compute().values()]
+    assert ours == pytest.approx(_mtan_style(batches)[reduction], rel=1e-5)
