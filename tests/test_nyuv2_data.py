@@ -106,6 +106,8 @@ def test_cache_corruption_and_absence_are_reported(tmp_path: Path, data_root: Pa
     path.write_bytes(path.read_bytes()[:-4] + b"\x00\x00\x80\x3f")
     with pytest.raises(CorruptDataError, match=r"test_depth\.npy corrupted"):
         create_problem("nyuv2", val_split="none").prepare()
+    assert "prepared in" in nyuv2.prepare(tmp_path / "raw")  # a damaged cache is rebuilt without --force
+    create_problem("nyuv2", val_split="none").prepare()
     assert DATASETS["nyuv2"].info()["mtan"]["counts"] == {"train": 5, "test": 3}
 
 

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from mtlbench.data import register_dataset
-from mtlbench.data.cache import dataset_dir, folder_size, locked, read_manifest, write_manifest
+from mtlbench.data.cache import check_files, dataset_dir, folder_size, locked, read_manifest, write_manifest
 from mtlbench.errors import MissingDataError, UserInputError
 
 NAME = "nyuv2"
@@ -274,7 +274,10 @@ def prepare(path: Path | str, *, force: bool = False, progress: Progress | None 
     files = raw_files(root)
     folder = cache_folder()
     if not force and is_prepared():
-        return f"nyuv2 is already prepared in {folder} (use --force to redo)"
+        status = check_files(folder, cached_names())
+        if all(state == "ok" for state in status.values()):
+            return f"nyuv2 is already prepared in {folder} (use --force to redo)"
+        # a file was altered or lost since: rebuild
     first = check_sample({name: files["train"][name][0] for name in ARRAYS}, None)
     height, width = first["image"].shape[:2]
     names: list[str] = []
