@@ -139,3 +139,31 @@ def test_padding_labelled_255_is_cropped_away_before_matching() -> None:
     meter.update(_logits(probability), torch.as_tensor(padded))
     assert meter.compute()["odsf"] == pytest.approx(100.0)
     assert meter.sum_r[0] == 16 and meter.sum_p[0] == 16
+
+
+def test_thin_pixel_list_equals_full_image_subiterations() -> None:
+    from scipy import ndimage
+
+    from mtlbench.problems.edge_eval import _NEIGHBOURS, _TABLES
+
+    def full_image_thin(image: np.ndarray) -> np.ndarray:
+        out = image.copy()
+        while True:
+            changed = False
+            for table in _TABLES:
+                padded = np.pad(out, 1)
+                code = np.zeros(out.shape, dtype=np.int64)
+                for bit, (dr, dc) in enumerate(_NEIGHBOURS):
+                    code |= padded[1 + dr : 1 + dr + out.shape[0], 1 + dc : 1 + dc + out.shape[1]].astype(int) << bit
+                delete = out & table[code]
+                if delete.any():
+                    out[delete] = False
+                    changed = True
+            if not changed:
+                return out
+
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        blobs = ndimage.gaussian_filter(rng.random((40, 50)), 2) > 0.5
+        thinned = thin(blobs)
+        assert np.array_equal(thinned, full_image_thin(blobs)) and thinned.sum() < blobs.sum()

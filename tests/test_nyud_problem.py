@@ -181,3 +181,20 @@ def test_trains_end_to_end_on_the_stand_in(method: str) -> None:
     metrics = result.test_metrics
     assert 0 <= metrics["S"]["miou"] <= 100 and 0 <= metrics["E"]["odsf"] <= 100
     assert math.isfinite(metrics["D"]["rmse"]) and 0 <= metrics["N"]["merr"] <= 180
+
+
+def test_hsv_round_trip_and_nearest_resize() -> None:
+    from matplotlib.colors import hsv_to_rgb, rgb_to_hsv
+
+    from mtlbench.problems.nyud import _hsv_to_rgb, _rgb_to_hsv, resize_sample
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (6, 7, 3)).astype(np.float64)
+    rgb[0, 0] = 0.0
+    assert np.allclose(_rgb_to_hsv(rgb), rgb_to_hsv(rgb / 255.0))
+    hsv = rng.random((6, 7, 3))
+    assert np.allclose(_hsv_to_rgb(hsv), hsv_to_rgb(hsv) * 255.0)
+    labels = np.arange(12, dtype=np.float32).reshape(3, 4)
+    out = resize_sample({"image": np.zeros((3, 4, 3), np.float32), "semseg": labels}, 6, 2)
+    # rows floor(i * 3 / 6) = 0 0 1 1 2 2, columns floor(j * 4 / 2) = 0 2
+    assert out["semseg"].tolist() == [[0, 2], [0, 2], [4, 6], [4, 6], [8, 10], [8, 10]]

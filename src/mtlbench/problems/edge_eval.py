@@ -64,27 +64,31 @@ def _thinning_tables() -> tuple[np.ndarray, np.ndarray]:
 _TABLES = _thinning_tables()
 
 
-def _neighbour_codes(image: np.ndarray) -> np.ndarray:
-    padded = np.pad(image, 1)
-    h, w = image.shape
-    code = np.zeros((h, w), dtype=np.int32)
+def _neighbour_codes(padded: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """sum_i x_i 2^(i-1) at the pixels (rows, cols) of a map padded by one zero pixel on each side."""
+    code = np.zeros(len(rows), dtype=np.int64)
     for bit, (dr, dc) in enumerate(_NEIGHBOURS):
-        code |= padded[1 + dr : 1 + dr + h, 1 + dc : 1 + dc + w].astype(np.int32) << bit
+        code |= padded[rows + dr, cols + dc].astype(np.int64) << bit
     return code
 
 
 def thin(image: np.ndarray) -> np.ndarray:
-    """Thin a binary map to one-pixel-wide curves until stable (MATLAB ``bwmorph(bw, 'thin', inf)``)."""
-    out = np.asarray(image, dtype=bool).copy()
+    """Thin a binary map to one-pixel-wide curves until stable (MATLAB ``bwmorph(bw, 'thin', inf)``).
+
+    Each subiteration deletes, at once, every foreground pixel whose neighbourhood code is in its table;
+    the codes are computed at the foreground pixels only."""
+    padded = np.pad(np.asarray(image, dtype=bool), 1)
+    rows, cols = np.nonzero(padded)  # the foreground only shrinks: keep its pixel list
     while True:
         changed = False
         for table in _TABLES:
-            delete = out & table[_neighbour_codes(out)]
+            delete = table[_neighbour_codes(padded, rows, cols)]
             if delete.any():
-                out[delete] = False
+                padded[rows[delete], cols[delete]] = False
+                rows, cols = rows[~delete], cols[~delete]
                 changed = True
         if not changed:
-            return out
+            return padded[1:-1, 1:-1].copy()
 
 
 def match_count(prediction: np.ndarray, truth: np.ndarray, max_dist: float, *, max_component: int = 3000) -> int:
@@ -96,18 +100,16 @@ def match_count(prediction: np.ndarray, truth: np.ndarray, max_dist: float, *, m
     if len(p_pixels) == 0 or len(g_pixels) == 0:
         return 0
     pairs = cKDTree(p_pixels).sparse_distance_matrix(cKDTree(g_pixels), radius, output_type="coo_matrix")
-    if pairs.nnz == 0:
-        return 0
     # sparse_distance_matrix drops exact-zero distances: add coincident pixels back
-    rows, cols, dist = list(pairs.row), list(pairs.col), list(pairs.data)
-    g_index = {tuple(p): j for j, p in enumerate(g_pixels)}
-    for i, p in enumerate(p_pixels):
-        j = g_index.get(tuple(p))
-        if j is not None:
-            rows.append(i)
-            cols.append(j)
-            dist.append(0.0)
-    rows_a, cols_a, dist_a = np.array(rows), np.array(cols), np.array(dist)
+    g_index = np.full(h * w, -1, dtype=np.int64)
+    g_index[g_pixels[:, 0] * w + g_pixels[:, 1]] = np.arange(len(g_pixels))
+    same = g_index[p_pixels[:, 0] * w + p_pixels[:, 1]]
+    hit = same >= 0
+    rows_a = np.concatenate([pairs.row, np.flatnonzero(hit)])
+    cols_a = np.concatenate([pairs.col, same[hit]])
+    dist_a = np.concatenate([pairs.data, np.zeros(int(hit.sum()))])
+    if len(rows_a) == 0:
+        return 0
     n_p, n_g = len(p_pixels), len(g_pixels)
     graph = coo_matrix((np.ones(len(rows_a)), (rows_a, cols_a + n_p)), shape=(n_p + n_g, n_p + n_g))
     _, component = connected_components(graph, directed=False)

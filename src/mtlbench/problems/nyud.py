@@ -222,28 +222,42 @@ def _randint(generator: torch.Generator | None, low: int, high: int) -> int:
 
 
 def resize_sample(sample: dict[str, np.ndarray], height: int, width: int) -> dict[str, np.ndarray]:
-    """Image bilinear (half-pixel centres, as OpenCV INTER_LINEAR), every target nearest."""
+    """Image bilinear (half-pixel centres, as OpenCV INTER_LINEAR), every target nearest (source index
+    floor(i * size / new size), as OpenCV INTER_NEAREST)."""
     out = {}
+    h, w = sample["image"].shape[:2]
+    rows = np.minimum((np.arange(height) * (h / height)).astype(np.int64), h - 1)
+    cols = np.minimum((np.arange(width) * (w / width)).astype(np.int64), w - 1)
     for name, value in sample.items():
-        x = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
-        x = x.permute(2, 0, 1)[None] if x.dim() == 3 else x[None, None]
-        mode = "bilinear" if name == "image" else "nearest"
-        y = F.interpolate(x, size=(height, width), mode=mode, align_corners=False if mode == "bilinear" else None)
-        y = y[0].permute(1, 2, 0) if value.ndim == 3 else y[0, 0]
-        out[name] = y.numpy()
+        if name == "image":
+            x = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)).permute(2, 0, 1)[None]
+            y = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
+            out[name] = y[0].permute(1, 2, 0).numpy()
+        else:
+            out[name] = value[rows][:, cols]
     return out
 
 
 def _rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
-    from matplotlib.colors import rgb_to_hsv
-
-    return rgb_to_hsv(np.clip(rgb / 255.0, 0.0, 1.0))
+    """(H, W, 3) RGB in 0..255 -> HSV in [0, 1] (hue as a fraction of a turn)."""
+    x = torch.from_numpy(np.clip(rgb / 255.0, 0.0, 1.0))
+    r, g, b = x.unbind(-1)
+    v, _ = x.max(-1)
+    c = v - x.min(-1).values
+    s = torch.where(v > 0, c / v.clamp_min(1e-12), torch.zeros_like(v))
+    safe = c.clamp_min(1e-12)
+    h = torch.where(v == r, ((g - b) / safe) % 6, torch.where(v == g, (b - r) / safe + 2, (r - g) / safe + 4))
+    h = torch.where(c > 0, h / 6.0, torch.zeros_like(h))
+    return torch.stack([h, s, v], -1).numpy()
 
 
 def _hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
-    from matplotlib.colors import hsv_to_rgb
-
-    return hsv_to_rgb(hsv) * 255.0
+    """Inverse of :func:`_rgb_to_hsv`, to RGB in 0..255."""
+    x = torch.from_numpy(hsv)
+    h, s, v = x.unbind(-1)
+    k = torch.stack([(5 + h * 6) % 6, (3 + h * 6) % 6, (1 + h * 6) % 6], -1)
+    rgb = v[..., None] - v[..., None] * s[..., None] * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
+    return (rgb * 255.0).numpy()
 
 
 def photometric_distortion(image: np.ndarray, generator: torch.Generator | None) -> np.ndarray:
