@@ -103,6 +103,20 @@ def test_epoch_progress_in_a_log_keeps_to_the_interval_and_gives_the_eta():
     assert lines[-1] == "cagrad epoch 10/10: loss T0=0.5 | val Δm 1.23% | 2.0s"
 
 
+def test_each_run_of_a_shared_progress_has_its_own_eta():
+    clock = FakeClock()
+    out, buffer = log_console()
+    progress = EpochProgress("reference", False, clock=clock, interval_s=0.0, out=out)
+    for event in epoch_events(epochs=2, steps=2, clock=clock, seconds_per_step=1.0):  # task 1: 4 s
+        progress(event)
+    clock.now += 100.0  # evaluation, the next task's set-up
+    for event in epoch_events(epochs=2, steps=2, clock=clock, seconds_per_step=1.0):  # task 2: the same 4 s
+        progress(event)
+    lines = buffer.getvalue().splitlines()
+    assert len(lines) == 12 and lines[:6] == lines[6:]  # the 100 s between the runs count in neither ETA
+    assert lines[0] == "reference epoch 1/2 step 1/2, ETA 0:00:03"
+
+
 def test_a_reference_epoch_has_no_percent_sign():
     clock = FakeClock()
     out, buffer = log_console()

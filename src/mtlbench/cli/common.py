@@ -116,6 +116,7 @@ class EpochProgress:
         self._task = None
         self._started: float | None = None
         self._first_epoch = 0
+        self._epoch, self._epochs = -1, 0
         self._steps = 0
 
     def _print(self, text: str) -> None:
@@ -133,7 +134,7 @@ class EpochProgress:
         kind = event["event"]
         if kind == "epoch_start":
             self._steps = event["steps"]
-            if self._started is None:
+            if self._started is None or event["epoch"] <= self._epoch:  # a run starts (references: one per task)
                 self._started, self._first_epoch = self.clock(), event["epoch"]
             if self.enabled:
                 self._progress = Progress(
