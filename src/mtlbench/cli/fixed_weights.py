@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from mtlbench.cli.app import app
-from mtlbench.cli.common import EpochProgress, checkpoint_root, coerce_option, console, fmt, parse_assignments
+from mtlbench.cli.common import EpochProgress, checkpoint_root, coerce_option, console, parse_assignments, pct
 from mtlbench.cli.common import results_path as _results_path
 from mtlbench.errors import MissingDataError, UserInputError
 
@@ -129,7 +129,7 @@ def fixed_weights(
             failed += 1
             console.print(f"[red]seed {seed} failed:[/red] {result.error}", highlight=False)
             continue
-        print(f"run {result.run_id}: fixed_weights seed {seed}, test Δm {fmt(result.test_delta_m, 3)}%")
+        print(f"run {result.run_id}: fixed_weights seed {seed}, test Δm {pct(result.test_delta_m, 3)}")
     if failed:
         raise typer.Exit(1)
 
