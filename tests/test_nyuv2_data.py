@@ -210,3 +210,19 @@ def test_libmtl_split_selects_the_published_indices(tmp_path: Path) -> None:
     assert [mtan.num_examples(s) for s in ("train", "val", "test")] == [795, 3, 3]
     with pytest.raises(UserInputError, match="val_size=200 exceeds the 159 val images"):
         create_problem("nyuv2", val_size=200).prepare()
+
+
+def test_images_that_are_not_8_bit_are_cached_as_float32(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    truth = make_tree(raw, {"train": 2, "val": 2})
+    rng = np.random.default_rng(1)
+    for split in ("train", "val"):
+        for i, sample in enumerate(truth[split]):
+            sample["image"] = rng.uniform(0.0, 1.0, (H, W, 3))  # e.g. resized after the division by 255
+            np.save(raw / split / "image" / f"{i}.npy", sample["image"])
+    assert "cached as float32" in nyuv2.prepare(raw)
+    arrays = nyuv2.load("test", mmap=False)
+    assert arrays["image"].dtype == np.float32
+    batch = next(create_problem("nyuv2", val_split="none", augment=False).batches("test", 2))
+    expected = np.stack([s["image"] for s in truth["val"]]).transpose(0, 3, 1, 2).astype(np.float32)
+    np.testing.assert_array_equal(batch.inputs.numpy(), expected)

@@ -15,7 +15,9 @@ Every file is checked (presence, shape, value range); the first bad one is named
 and nothing is cached. What is cached (``data_root()/nyuv2/``, sha256 in ``manifest.json``, each file
 written to a temporary name, fsynced and renamed):
 
-- ``{train,test}_image.npy`` uint8 (N,H,W,3) = round(255 x) once x is checked to be k/255;
+- ``{train,test}_image.npy`` uint8 (N,H,W,3) = round(255 x) once x is checked to be k/255 (as MTAN's
+  images are, lorenmt/mtan issue 50; should the first training image not be, every image is cached as
+  float32 x: the k/255 form is an unverified fact, REFERENCE-DATA 1a);
 - ``{train,test}_label.npy`` int8 (N,H,W); ``{train,test}_depth.npy`` float32 (N,H,W);
 - ``{train,test}_normal.npy`` float32 (N,H,W,3).
 
@@ -146,8 +148,17 @@ def _load(path: Path) -> np.ndarray:
     return array
 
 
-def check_sample(paths: Mapping[str, Path], size: tuple[int, int] | None) -> dict[str, np.ndarray]:
-    """Read and check one sample; return its cached arrays. ``size`` (H, W) is the expected size, if known."""
+def eight_bit(image: np.ndarray) -> bool:
+    """Whether every value x of an image in [0, 1] is k/255 (255 x within IMAGE_TOLERANCE of an integer)."""
+    scaled = np.asarray(image, dtype=np.float64) * 255.0
+    return bool(np.abs(scaled - np.rint(scaled)).max(initial=0.0) <= IMAGE_TOLERANCE)
+
+
+def check_sample(
+    paths: Mapping[str, Path], size: tuple[int, int] | None, *, uint8_images: bool = True
+) -> dict[str, np.ndarray]:
+    """Read and check one sample; return its cached arrays. ``size`` (H, W) is the expected size, if known;
+    ``uint8_images``: images must be k/255 and are cached as uint8 k (else as float32)."""
     raw = {name: _load(paths[name]) for name in ARRAYS}
     image = raw["image"]
     if image.ndim != 3 or image.shape[2] != 3:
@@ -180,9 +191,10 @@ def check_sample(paths: Mapping[str, Path], size: tuple[int, int] | None) -> dic
     scaled = image * 255.0
     levels = np.rint(scaled)
     worst = float(np.abs(scaled - levels).max())
-    if worst > IMAGE_TOLERANCE:
+    if uint8_images and worst > IMAGE_TOLERANCE:
         raise UserInputError(
-            f"NYUv2 raw data: {paths['image']} is not 8-bit values / 255 (255 x is {worst:.3g} from an integer)"
+            f"NYUv2 raw data: {paths['image']} is not 8-bit values / 255 (255 x is {worst:.3g} from an integer), "
+            "unlike the first training image"
         )
     label = raw["label"].astype(np.float64)
     if not (np.rint(label) == label).all() or label.min() < IGNORE or label.max() > CLASSES - 1:
@@ -199,7 +211,7 @@ def check_sample(paths: Mapping[str, Path], size: tuple[int, int] | None) -> dic
             f"NYUv2 raw data: {paths['normal']} has a component {np.abs(normal).max():g} outside [-1, 1]"
         )
     return {
-        "image": levels.astype(np.uint8),
+        "image": levels.astype(np.uint8) if uint8_images else raw["image"].astype(np.float32),
         "label": label.astype(np.int8),
         "depth": raw["depth"][..., 0].astype(np.float32),
         "normal": raw["normal"].astype(np.float32),
@@ -213,9 +225,9 @@ def split_file(split: str, array: str) -> str:
     return f"{split}_{array}.npy"
 
 
-def _dtypes(n: int, height: int, width: int) -> dict[str, tuple[tuple[int, ...], Any]]:
+def _dtypes(n: int, height: int, width: int, uint8_images: bool) -> dict[str, tuple[tuple[int, ...], Any]]:
     return {
-        "image": ((n, height, width, 3), np.uint8),
+        "image": ((n, height, width, 3), np.uint8 if uint8_images else np.float32),
         "label": ((n, height, width), np.int8),
         "depth": ((n, height, width), np.float32),
         "normal": ((n, height, width, 3), np.float32),
@@ -225,12 +237,12 @@ def _dtypes(n: int, height: int, width: int) -> dict[str, tuple[tuple[int, ...],
 class _Writer:
     """Temporary ``.npy`` memmaps of one split; ``commit`` fsyncs and renames them into place."""
 
-    def __init__(self, folder: Path, split: str, n: int, height: int, width: int) -> None:
+    def __init__(self, folder: Path, split: str, n: int, height: int, width: int, uint8_images: bool) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder, self.split = folder, split
         self.temp: dict[str, Path] = {}
         self.arrays: dict[str, np.ndarray] = {}
-        for name, (shape, dtype) in _dtypes(n, height, width).items():
+        for name, (shape, dtype) in _dtypes(n, height, width, uint8_images).items():
             fd, temp = tempfile.mkstemp(prefix=f".{split_file(split, name)}.", suffix=".tmp", dir=folder)
             os.close(fd)
             self.temp[name] = Path(temp)
@@ -278,8 +290,11 @@ def prepare(path: Path | str, *, force: bool = False, progress: Progress | None 
         if all(state == "ok" for state in status.values()):
             return f"nyuv2 is already prepared in {folder} (use --force to redo)"
         # a file was altered or lost since: rebuild
-    first = check_sample({name: files["train"][name][0] for name in ARRAYS}, None)
+    first_paths = {name: files["train"][name][0] for name in ARRAYS}
+    first = check_sample(first_paths, None, uint8_images=False)
     height, width = first["image"].shape[:2]
+    # MTAN's images are 8-bit values / 255 (lorenmt/mtan issue 50): cached as uint8 when the first one is
+    uint8_images = eight_bit(first["image"])
     names: list[str] = []
     counts: dict[str, int] = {}
     writers: list[_Writer] = []
@@ -288,10 +303,11 @@ def prepare(path: Path | str, *, force: bool = False, progress: Progress | None 
             for source, split in SOURCE_SPLITS.items():
                 n = len(files[source]["image"])
                 counts[split] = n
-                writer = _Writer(folder, split, n, height, width)
+                writer = _Writer(folder, split, n, height, width, uint8_images)
                 writers.append(writer)
                 for index in range(n):
-                    sample = check_sample({name: files[source][name][index] for name in ARRAYS}, (height, width))
+                    paths = {name: files[source][name][index] for name in ARRAYS}
+                    sample = check_sample(paths, (height, width), uint8_images=uint8_images)
                     for name, array in writer.arrays.items():
                         array[index] = sample[name]
                     if progress is not None and (index + 1) % 200 == 0:
@@ -311,14 +327,16 @@ def prepare(path: Path | str, *, force: bool = False, progress: Progress | None 
                 "resolution": f"{width}x{height}",
                 "counts": counts,
                 "arrays": list(ARRAYS),
+                "image_dtype": "uint8" if uint8_images else "float32",
                 "splits": "train = MTAN train/, test = MTAN val/ (the official test images)",
             },
         )
     note = "" if (height, width) == MTAN_SIZE else f" (not MTAN's {MTAN_SIZE[1]}x{MTAN_SIZE[0]})"
     official = "" if counts == {"train": COUNTS["train"], "test": COUNTS["val"]} else " (not the official 795/654)"
+    images = "" if uint8_images else " (images are not k/255: cached as float32)"
     return (
         f"nyuv2 prepared in {folder}: {counts['train']} train, {counts['test']} test images at "
-        f"{width}x{height}{note}{official}"
+        f"{width}x{height}{note}{official}{images}"
     )
 
 

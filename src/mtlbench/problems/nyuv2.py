@@ -195,11 +195,13 @@ def augment(
 def make_batch(
     arrays: Mapping[str, np.ndarray], task_names: Sequence[str], augment_with: torch.Generator | bool | None = False
 ) -> Batch:
-    """A batch from cached arrays (image uint8 (B,H,W,3), label (B,H,W), depth (B,H,W), normal (B,H,W,3)).
+    """A batch from cached arrays (image uint8 k or float x in [0, 1] (B,H,W,3), label (B,H,W), depth (B,H,W),
+    normal (B,H,W,3)).
 
     ``augment_with``: False, or the generator of the augmentation draws (None = torch's global one).
     """
-    image = torch.from_numpy(np.ascontiguousarray(arrays["image"])).permute(0, 3, 1, 2).to(torch.float32) / 255.0
+    image = torch.from_numpy(np.ascontiguousarray(arrays["image"])).permute(0, 3, 1, 2)
+    image = image.to(torch.float32) / 255.0 if image.dtype == torch.uint8 else image.to(torch.float32)
     label = torch.from_numpy(np.ascontiguousarray(arrays["label"])).long()
     depth = torch.from_numpy(np.ascontiguousarray(arrays["depth"], dtype=np.float32)).unsqueeze(1)
     normal = torch.from_numpy(np.ascontiguousarray(arrays["normal"], dtype=np.float32)).permute(0, 3, 1, 2)
