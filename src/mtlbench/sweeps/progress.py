@@ -34,6 +34,12 @@ def _number(value: float | None, digits: int = 3) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
+def _percent(value: float | None) -> str:
+    """``1.234%``, or ``-`` without a percent sign when there is no value."""
+    text = _number(value)
+    return text if text == "-" else f"{text}%"
+
+
 class RichSweepReporter(SweepReporter):
     """Shows a sweep live on ``console`` (stderr by default)."""
 
@@ -113,7 +119,7 @@ class RichSweepReporter(SweepReporter):
             self.done += 1
             finished = self.done + self.failed
             if not self.live and self.throttle.ready(force=finished == self.total):
-                score = "" if trial.config.kind == "reference" else f", val Δm {_number(outcome.val_delta_m)}%"
+                score = "" if trial.config.kind == "reference" else f", val Δm {_percent(outcome.val_delta_m)}"
                 left = duration(eta(self.clock() - self._started, finished, self.total))
                 self._print(
                     f"  [{finished}/{self.total}] runs: {self.done} completed, {self.failed} failed, "
@@ -135,7 +141,7 @@ class RichSweepReporter(SweepReporter):
             if group.kind == REFERENCE:
                 what = f"reference {group.name}/{selection.metric}: mean val {_number(selection.score, 4)}"
             else:
-                what = f"{group.name}: mean val Δm {_number(selection.score)}%"
+                what = f"{group.name}: mean val Δm {_percent(selection.score)}"
             self._print(f"  selected {what} with {selection.best.label(varying_keys(group.candidates))}{failed}")
 
     def note(self, text: str) -> None:
