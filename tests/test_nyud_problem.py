@@ -108,6 +108,10 @@ def test_real_batches_from_a_prepared_tree(tmp_path: Path, data_root: Path) -> N
     )
     assert torch.equal(batch.targets["E"][0, 0][window], torch.from_numpy(raw["edge"]).float())
     assert (batch.targets["E"][0, 0][:6] == 255).all()
+    subset = create_problem("nyud", resolution="32x24", width=8, train_size=2)
+    assert subset.num_examples("train") == 2 and subset._split("train").ids == SPLITS["train"][:2]
+    batch = subset.make_batch("train", [1])
+    assert torch.equal(batch.targets["D"][0, 0][window], torch.from_numpy(written[SPLITS["train"][1]]["depth"]))
     resized = create_problem("nyud", resolution="32x24", width=8, transform="mtinet")
     assert next(resized.batches("test", 2)).targets["S"].shape == (2, 24, 32)
     assert (next(resized.batches("test", 2)).targets["S"] != 255).any()

@@ -20,6 +20,7 @@ written atomically and listed with its sha256 in ``manifest.json`` (written last
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -127,45 +128,31 @@ class RaggedWriter:
 
 @dataclass
 class RaggedSplit:
-    """A cached split: ``get(name, i)`` returns image i's (H, W[, C]) array (memory-mapped)."""
+    """A cached split: ``get(name, i)`` returns image i's (H, W[, C]) array (memory-mapped). ``index`` maps
+    positions to stored images (a subset shares the arrays)."""
 
     ids: list[str]
     shapes: np.ndarray
     offsets: np.ndarray
     arrays: dict[str, np.ndarray]
     channels: dict[str, int]
+    index: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def get(self, name: str, index: int) -> np.ndarray:
+    def get(self, name: str, position: int) -> np.ndarray:
+        i = int(self.index[position]) if self.index is not None else int(position)
         c = self.channels[name]
-        h, w = (int(v) for v in self.shapes[index])
-        flat = self.arrays[name][self.offsets[index] * c : self.offsets[index + 1] * c]
+        h, w = (int(v) for v in self.shapes[i])
+        flat = self.arrays[name][self.offsets[i] * c : self.offsets[i + 1] * c]
         return np.asarray(flat).reshape((h, w, c) if c > 1 else (h, w))
 
-    def subset(self, indices: Sequence[int]) -> RaggedSplit:
-        """The same arrays restricted to ``indices`` (a view: offsets are re-indexed, data is shared)."""
-        idx = np.asarray(indices, dtype=np.int64)
-        view = _IndexedSplit(self, idx)
-        return view  # type: ignore[return-value]
-
-
-class _IndexedSplit(RaggedSplit):
-    def __init__(self, base: RaggedSplit, indices: np.ndarray) -> None:
-        self.base = base
-        self.indices = indices
-        self.ids = [base.ids[i] for i in indices]
-        self.shapes = base.shapes[indices]
-        self.channels = base.channels
-        self.arrays = base.arrays
-        self.offsets = base.offsets
-
-    def get(self, name: str, index: int) -> np.ndarray:
-        return self.base.get(name, int(self.indices[index]))
-
-    def subset(self, indices: Sequence[int]) -> RaggedSplit:
-        return _IndexedSplit(self.base, self.indices[np.asarray(indices, dtype=np.int64)])
+    def subset(self, positions: Sequence[int]) -> RaggedSplit:
+        """The images at ``positions``, in that order (the arrays are shared)."""
+        chosen = np.asarray(list(positions), dtype=np.int64)
+        base = self.index if self.index is not None else np.arange(len(self.ids))
+        return dataclasses.replace(self, ids=[self.ids[k] for k in chosen], index=base[chosen])
 
 
 def load_ragged(folder: Path, split: str, spec: RaggedSpec) -> RaggedSplit:
