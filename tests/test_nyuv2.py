@@ -197,15 +197,15 @@ def test_published_single_task_numbers() -> None:
 # ---------------------------------------------------------------------------------- training
 
 
-def _fake_nyu(root: Path, counts: dict[str, int]) -> None:
+def _fake_nyu(root: Path, counts: dict[str, int], size: tuple[int, int] = (H, W)) -> None:
     rng = np.random.default_rng(0)
     for split, n in counts.items():
         for i in range(n):
-            normal = rng.normal(size=(H, W, 3))
+            normal = rng.normal(size=(*size, 3))
             arrays = {
-                "image": rng.integers(0, 256, (H, W, 3)) / 255.0,
-                "label": rng.integers(-1, 13, (H, W)).astype(np.float64),
-                "depth": rng.uniform(0.0, 5.0, (H, W, 1)),
+                "image": rng.integers(0, 256, (*size, 3)) / 255.0,
+                "label": rng.integers(-1, 13, size).astype(np.float64),
+                "depth": rng.uniform(0.0, 5.0, (*size, 1)),
                 "normal": normal / np.linalg.norm(normal, axis=-1, keepdims=True),
             }
             for name, array in arrays.items():
@@ -263,3 +263,33 @@ def test_runs_selected_on_a_validation_split_that_is_the_test_split_are_flagged(
         device="cpu",
     )
     assert not Trainer(synthetic, require_reference=False).run().test_selected
+
+
+@pytest.mark.parametrize(
+    ("model", "method", "params"),
+    [("segnet_mtan", "imtl", {"space": "parameters"}), ("segnet", "uw", {"form": "libmtl"})],
+)
+def test_the_specs_networks_train_on_nyuv2(tmp_path: Path, model: str, method: str, params: dict) -> None:
+    _fake_nyu(tmp_path / "raw", {"train": 4, "val": 2}, size=(32, 64))  # SegNet: multiples of 32
+    nyu_data.prepare(tmp_path / "raw")
+    config = RunConfig(
+        problem="nyuv2",
+        tasks="S_D_N",
+        method=method,
+        method_params=params,
+        problem_options={"val_split": "none", "model": model, "width": 2},
+        epochs=1,
+        batch_size=2,
+        threads=1,
+        device="cpu",
+        selection="last_test_epochs:1",
+    )
+    result = Trainer(config, require_reference=False).run()
+    assert result.status == "completed", result.error
+    assert result.test_selected and all(math.isfinite(v) for t in result.test_metrics.values() for v in t.values())
+    _fake_nyu(tmp_path / "small", {"train": 2, "val": 1})  # 12 x 20
+    nyu_data.prepare(tmp_path / "small", force=True)
+    problem = create_problem("nyuv2", val_split="none", model=model, width=2)
+    problem.prepare()
+    with pytest.raises(UserInputError, match="multiples of 32"):
+        problem.build_model()
