@@ -9,6 +9,7 @@ click (``typer._click``, typer >= 0.23) or uses the real one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
@@ -93,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     except BrokenPipeError:  # `mtlbench methods | head`: the reader left; say nothing more
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        with contextlib.suppress(Exception):  # Python's final flush would fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except OSError as error:
         if debug:
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if "ClickException" in names:  # UsageError, BadParameter, MissingParameter, NoSuchOption, FileError
             print(f"error: {_usage_message(error, argv)}", file=sys.stderr)
-            return int(getattr(error, "exit_code", USAGE) or USAGE)
+            return USAGE
         if "Abort" in names:
             print("aborted", file=sys.stderr)
             return 1
