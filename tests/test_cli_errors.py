@@ -215,7 +215,8 @@ def _click_modules() -> list:
 
 @pytest.mark.parametrize("module", _click_modules(), ids=lambda m: m.__name__)
 def test_usage_errors_of_either_click_are_one_line(module, places, capsys, monkeypatch):
-    for error in (module.UsageError("bad usage"), module.BadParameter("bad value 'x'"), module.NoSuchOption("--zz")):
+    errors = (module.UsageError("bad"), module.BadParameter("'x'"), module.NoSuchOption("--zz"), module.FileError("f"))
+    for error in errors:
 
         def raise_it(*args, error=error, **kwargs):
             raise error
