@@ -75,7 +75,8 @@ def test_help_listing_commands_import_no_torch_pandas_or_matplotlib():
 def test_the_catalog_answers_the_listing_commands(capsys):
     methods = catalog.methods()
     assert methods["cagrad"]["grids"]["multi_mnist"] == {"c": [0.2, 0.5, 0.8]}  # 000 Appendix A.6
-    assert {h["name"] for h in methods["cagrad"]["hyperparameters"]} >= {"c", "rescale"}
+    c = next(h for h in methods["cagrad"]["hyperparameters"] if h["name"] == "c")
+    assert (c["low"], c["high"], c["low_inclusive"], c["high_inclusive"], c["allowed"]) == (0, 1, True, False, "[0, 1)")
     assert methods["unit_scal"]["kind"] == "loss"
     problems = catalog.problems()
     assert [m["name"] for m in problems["multi_mnist"]["tasks"]["CL"]["metrics"]] == ["acc"]

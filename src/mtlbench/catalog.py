@@ -77,7 +77,18 @@ def describe_method(cls: Any) -> dict[str, Any]:
         "randomized": bool(cls.randomized),
         "min_tasks": int(getattr(cls, "min_tasks", 1)),
         "hyperparameters": [
-            {"name": h.name, "kind": h.kind, "default": repr(h.default), "allowed": h.allowed(), "doc": h.doc}
+            {
+                "name": h.name,
+                "kind": h.kind,
+                "default": repr(h.default),
+                "allowed": h.allowed(),
+                "low": _plain(h.low),
+                "high": _plain(h.high),
+                "low_inclusive": h.low_inclusive,
+                "high_inclusive": h.high_inclusive,
+                "choices": None if h.choices is None else _plain(h.choices),
+                "doc": h.doc,
+            }
             for h in cls.hyperparameters
         ],
         "grids": {problem: _plain(dict(grid)) for problem, grid in cls.grids.items()},
