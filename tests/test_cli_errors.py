@@ -35,6 +35,7 @@ MISSING = [
     ("data prepare", ["data", "prepare"], "Missing argument 'DATASET'"),
     ("data prepare", ["data", "prepare", "cityscapes"], "needs --raw PATH"),
     ("sweep", ["sweep"], "name a sweep file or a built-in spec"),
+    ("study", ["study"], "name a study"),
 ]
 
 UNKNOWN = [
@@ -52,6 +53,7 @@ UNKNOWN = [
         ("fixed-weights", ["fixed-weights", "--from", "cagrad", *P, *T]),
         ("toy", ["toy"]),
         ("demo", ["demo"]),
+        ("study", ["study", "000-mnist"]),
         ("methods", ["methods"]),
         ("problems", ["problems"]),
         ("data fetch", ["data", "fetch", "mnist"]),
@@ -80,6 +82,9 @@ MALFORMED = [
     ("sweep", ["sweep", "nosuch_spec", "--results", "{db}"], "nosuch_spec"),
     ("results", ["results", "--format", "xml", "--results", "{db}"], "unknown format 'xml'"),
     ("export", ["export", "{dir}", "--format", "xml", "--results", "{db}"], "unknown format 'xml'"),
+    ("study", ["study", "000-mnist", "--workers", "two"], ("integer", "'two'")),
+    ("study", ["study", "000-mnist", "--scale", "huge", "--results", "{db}"], "unknown scale 'huge'"),
+    ("study", ["study", "nosuch", "--results", "{db}"], "nosuch"),
     ("toy", ["toy", "--steps", "many"], ("integer", "'many'")),
     ("toy", ["toy", "--optimizer", "lbfgs", "--steps", "1"], "optimizer 'lbfgs' is unknown"),
     ("demo", ["demo", "--epochs", "x"], ("integer", "'x'")),
@@ -111,6 +116,7 @@ BAD_PATH = [
     ("fixed-weights", ["fixed-weights", "--from", "cagrad", *P, *T, "--results", "{under}"], "is a file, not a folder"),
     ("toy", ["toy", "--plot", "{under}"], "is a file, not a folder"),
     ("demo", ["demo", "--results", "{under}"], "is a file, not a folder"),
+    ("study", ["study", "000-mnist", "--scale", "test", "--results", "{under}"], "is a file, not a folder"),
     ("data fetch", ["data", "fetch", "mnist", "--source", "{dir}/missing"], "does not exist"),
     ("data prepare", ["data", "prepare", "cityscapes", "--raw", "{dir}/missing"], "missing"),
 ]
