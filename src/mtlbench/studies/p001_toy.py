@@ -164,6 +164,7 @@ class Toy001(Study):
             context.note(f"{_key(optimizer, method, lr)}: {result.all_converged_at or 'never'}")
         for cell in self.cells():
             if cell.key not in results:
+                outcome.cells.append(CellResult(cell, None, None, 0, f"not run at {context.scale} scale"))
                 continue
             value = results[cell.key]
             note = f"never within {steps:,}" if value is None else ""
