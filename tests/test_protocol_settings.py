@@ -269,7 +269,7 @@ def test_mean_changes_sgd_steps_by_one_over_T_and_mean_shared_only_the_encoder()
 # ------------------------------------------------------------------------------------------------ toy
 def test_toy_objective_keeps_mean_as_default_and_scale_as_its_old_name(capsys):
     from mtlbench.cli.main import main
-    from mtlbench.problems.toy import run_toy
+    from mtlbench.studies.toy import run_toy
 
     common = dict(method="sum", optimizer="sgd", lr=0.01, steps=200, record_every=None)
     assert run_toy(**common).final.tolist() == run_toy(**common, objective="mean").final.tolist()

@@ -11,18 +11,15 @@ from scipy.optimize import minimize
 
 from mtlbench.cli.main import main
 from mtlbench.errors import UserInputError
-from mtlbench.problems import toy
 from mtlbench.problems.toy import (
     GLOBAL_MINIMUM,
     MINIMUM_POINT,
-    _Adam,
-    _make_cagrad,
-    _make_generic,
     mean_loss,
-    run_toy,
     toy_gradients,
     toy_losses,
 )
+from mtlbench.studies import toy
+from mtlbench.studies.toy import _Adam, _make_cagrad, _make_generic, run_toy
 
 
 def test_global_minimum_of_the_mean_loss():
@@ -138,3 +135,13 @@ def test_cli_json_and_text(capsys):
     assert "never" in text and "start (-8.5, 7.5)" in text
     assert main(["toy", "--method", "cagrad", "--steps", "5", "--set", "c=2"]) == 2
     assert "c=" in capsys.readouterr().err
+
+
+def test_problems_import_no_method() -> None:
+    """The toy problem defines losses only; the runner (which uses methods) lives in mtlbench.studies.toy."""
+    import subprocess
+    import sys
+
+    code = "import sys, mtlbench.problems.toy; print(any(m.startswith('mtlbench.methods') for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"

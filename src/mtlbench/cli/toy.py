@@ -37,7 +37,8 @@ def toy(
     plot: Annotated[Path | None, typer.Option(help="Save the trajectories over the loss contours (PNG).")] = None,
 ) -> None:
     """Run the toy from its three starts; print the first iteration each reaches the global minimum."""
-    from mtlbench.problems.toy import GLOBAL_MINIMUM, plot_toy, run_toy
+    from mtlbench.problems.toy import GLOBAL_MINIMUM
+    from mtlbench.studies.toy import plot_toy, run_toy
 
     hyperparameters = parse_assignments(set_, "--set")
     if plot is not None:

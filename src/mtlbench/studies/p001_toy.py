@@ -136,7 +136,7 @@ class Toy001(Study):
         return [(o, m, lr) for (o, m) in TABLE_A7 for lr in LEARNING_RATES]
 
     def execute(self, context: StudyContext) -> StudyOutcome:
-        from mtlbench.problems.toy import run_toy
+        from mtlbench.studies.toy import run_toy
 
         self.check_scale(context.scale)
         steps = STEPS[context.scale]
