@@ -167,3 +167,9 @@ def test_thin_pixel_list_equals_full_image_subiterations() -> None:
         blobs = ndimage.gaussian_filter(rng.random((40, 50)), 2) > 0.5
         thinned = thin(blobs)
         assert np.array_equal(thinned, full_image_thin(blobs)) and thinned.sum() < blobs.sum()
+
+
+def test_thin_of_a_fortran_ordered_map() -> None:
+    block = np.zeros((9, 12), dtype=bool)
+    block[2:7, 2:10] = True
+    assert np.array_equal(thin(np.asfortranarray(block)), thin(block)) and thin(block).sum() < block.sum()

@@ -71,9 +71,9 @@ def thin(image: np.ndarray) -> np.ndarray:
     A pixel's code changes only when a neighbour is deleted, so each table re-examines only the neighbours
     of the pixels deleted since it last ran (all foreground pixels the first time): the same result as
     re-examining every pixel, in time proportional to the deletions."""
-    padded = np.pad(np.asarray(image, dtype=bool), 1)
+    padded = np.ascontiguousarray(np.pad(np.asarray(image, dtype=bool), 1))  # .mat arrays are Fortran-ordered
     width = padded.shape[1]
-    flat = padded.reshape(-1)
+    flat = padded.reshape(-1)  # a view of the C-ordered copy
     offsets = np.array([dr * width + dc for dr, dc in _NEIGHBOURS], dtype=np.int64)
     everything = np.flatnonzero(flat)
     pending = [[everything], [everything]]  # per table: pixels whose code may have changed since it last ran
@@ -100,7 +100,7 @@ def thin(image: np.ndarray) -> np.ndarray:
             touched = (deleted[:, None] + offsets[None, :]).reshape(-1)
             pending[0].append(touched)
             pending[1].append(touched)
-    return padded[1:-1, 1:-1].copy()
+    return flat.reshape(padded.shape)[1:-1, 1:-1].copy()
 
 
 def match_count(prediction: np.ndarray, truth: np.ndarray, max_dist: float, *, max_component: int = 3000) -> int:
