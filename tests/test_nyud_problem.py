@@ -202,3 +202,10 @@ def test_hsv_round_trip_and_nearest_resize() -> None:
     out = resize_sample({"image": np.zeros((3, 4, 3), np.float32), "semseg": labels}, 6, 2)
     # rows floor(i * 3 / 6) = 0 0 1 1 2 2, columns floor(j * 4 / 2) = 0 2
     assert out["semseg"].tolist() == [[0, 2], [0, 2], [4, 6], [4, 6], [8, 10], [8, 10]]
+
+
+def test_validation_batches_for_training_are_refused() -> None:
+    problem = create_problem("nyud", source="synthetic", n_images=8, synthetic_size=32, resolution="32x24", width=4)
+    assert next(problem.batches("val", 2)).size == 2  # evaluation on val (= test) is fine
+    with pytest.raises(UserInputError, match="no validation split"):
+        next(problem.batches("val", 2, shuffle=True))

@@ -503,6 +503,11 @@ class Dense002Problem(Problem):
     def batches(
         self, split: str, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None
     ) -> Iterator[Batch]:
+        if split == "val" and shuffle:  # a method training on validation batches (Auto-Lambda) would see test
+            raise UserInputError(
+                f"{self.name} has no validation split (val is the test split, as 002 selects on test); "
+                "a method that trains on validation batches (auto_lambda) cannot run on it"
+            )
         n = self.num_examples(split)
         if batch_size < 1:
             raise UserInputError(f"batch size {batch_size} must be positive")
