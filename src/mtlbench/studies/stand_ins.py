@@ -2,7 +2,8 @@
 
 Each is ``(available, replacement, note)`` for :class:`~mtlbench.studies.sweep_study.StudySweep`:
 Cityscapes steps fall back to the ``scenes_*`` specs (generated street scenes with the same tasks and
-presets), QM9 to the generated 11-task regression problem ``synthetic``. The note says so in the output.
+presets), QM9 to the generated 11-task regression problem ``synthetic``, 002's NYUD-v2 and PASCAL-Context
+to their generated scenes (``source=synthetic``). The note says so in the output.
 """
 
 from __future__ import annotations
@@ -41,4 +42,23 @@ def qm9() -> StandIn:
     )
 
 
-__all__ = ["QM9_TASKS", "cityscapes", "qm9"]
+def dense_002(dataset: str) -> StandIn:
+    """002's NYUD-v2 (``nyud``) or PASCAL-Context (``pascal_context``), or their generated stand-ins
+    (``source=synthetic``: synthetic_scenes presets NYUD and PASCAL of :mod:`mtlbench.data.scenes_002`)."""
+    label = {"nyud": "NYUD-v2", "pascal_context": "PASCAL-Context"}[dataset]
+    preset = {"nyud": "NYUD", "pascal_context": "PASCAL"}[dataset]
+    return StandIn(
+        lambda: has_dataset(dataset),
+        {"problem_options": {"source": "synthetic"}},
+        f"{label} is not prepared here: the generated stand-in (synthetic_scenes preset {preset}, "
+        f"`{dataset}` with source=synthetic) stood in for it; prepare it with "
+        f"`mtlbench data prepare {dataset} --raw PATH` for the real data",
+        {
+            "problem_options": {"n_images": 12, "synthetic_size": 16, "width": 4, "edge_thresholds": 3},
+            "settings": {"batch_size": 3, "epochs": 2},
+            "grid": {"lr": [0.01]},
+        },
+    )
+
+
+__all__ = ["QM9_TASKS", "cityscapes", "dense_002", "qm9"]
