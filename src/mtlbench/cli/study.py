@@ -32,7 +32,7 @@ def _list_studies() -> None:
 
 @app.command("study")
 def study(
-    name: Annotated[str | None, typer.Argument(help="A study (see --list), e.g. 001-toy.")] = None,
+    name: Annotated[str | None, typer.Argument(help="A study (see --list), e.g. 001-toy, or all.")] = None,
     scale: Annotated[str, typer.Option(help="test (seconds), smoke (minutes), cpu (hours) or paper.")] = "smoke",
     list_: Annotated[
         bool, typer.Option("--list", help="List the studies with their runs and estimated hours.")
@@ -65,24 +65,50 @@ def study(
     for option, value in (("--workers", workers), ("--threads", threads)):
         if value is not None and value < 1:
             raise UserInputError(f"{option}={value} must be >= 1")
-    chosen = STUDIES[name]()
     from mtlbench.cli.common import results_path
 
+    names = list(STUDIES) if name == "all" else [name]
+    if name != "all":
+        STUDIES[name]  # one-line error for an unknown study
     db = results_path(results)
-    folder = out if out is not None else db.parent / "studies" / name / scale
-    context = StudyContext(
-        scale,
-        db,
-        folder,
-        executor=executor,
-        workers=workers,
-        address=address,
-        threads=threads,
-        progress=None,
-        log=lambda text: print(f"  {text}", flush=True),
-    )
-    print(f"{name} ({chosen.targets} of paper {chosen.paper}), {scale} scale: {chosen.scales[scale].description}")
-    outcome = chosen.execute(context)
-    paths = write_outcome(outcome, folder)
-    print(to_markdown(outcome))
-    print(f"written: {paths['markdown']}, {paths['json']}, {paths['html']}")
+    summary: list[tuple[str, str]] = []
+    for study_name in names:
+        chosen = STUDIES[study_name]()
+        folder = (
+            (out / study_name if name == "all" else out)
+            if out is not None
+            else db.parent / "studies" / study_name / scale
+        )
+        context = StudyContext(
+            scale,
+            db,
+            folder,
+            executor=executor,
+            workers=workers,
+            address=address,
+            threads=threads,
+            progress=None,
+            log=lambda text: print(f"  {text}", flush=True),
+        )
+        info = chosen.scales[scale].description
+        print(f"{study_name} ({chosen.targets} of paper {chosen.paper}), {scale} scale: {info}", flush=True)
+        try:
+            outcome = chosen.execute(context)
+        except Exception as error:  # `all` goes on with the next study and says which failed
+            if name != "all":
+                raise
+            summary.append((study_name, f"failed: {' '.join(str(error).split())}"))
+            print(f"  {study_name} failed: {' '.join(str(error).split())}", flush=True)
+            continue
+        paths = write_outcome(outcome, folder)
+        if name != "all":
+            print(to_markdown(outcome))
+        verdicts = ", ".join(f"{r.claim.key}: {r.verdict}" for r in outcome.claims) or "no claims"
+        summary.append((study_name, verdicts))
+        print(f"  written: {paths['markdown']}, {paths['json']}, {paths['html']}", flush=True)
+    if name == "all":
+        print(f"\n{len(names)} studies at {scale} scale:")
+        for study_name, text in summary:
+            print(f"  {study_name}: {text}")
+        if any(text.startswith("failed") for _, text in summary):
+            raise typer.Exit(1)
