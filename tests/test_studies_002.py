@@ -64,3 +64,20 @@ def test_imbalance_cells_hold_the_tables() -> None:
     assert all(math.isfinite(c.published.value) for c in cells.values() if c.published.value is not None)
     # 14 rows x (Delta_m + tasks) per table
     assert len(cells) == 14 * (1 + 4) * 2 + 14 * (1 + 5)
+
+
+def test_avgnorm_tables_and_helpers() -> None:
+    from mtlbench.studies.p002_avgnorm import SWEEPS, WEIGHTS, average_weights, spearman
+    from mtlbench.studies.p002_imbalance import delta_m_002 as eq5
+
+    # Table VI/VII rows: eq. 5 on the printed metrics against Table II's single-task row
+    for dataset, rows, _ in SWEEPS.values():
+        for row in ("Grid Search", "AvgNorm"):
+            assert eq5(rows[row][:-1], rows["Single-task"][:-1], COLUMNS[dataset]) == pytest.approx(
+                rows[row][-1], abs=0.015 if (dataset, row) != ("pascal_context", "Grid Search") else 0.15
+            )
+    assert [w[1] for w in WEIGHTS["NYUD"].values()] == [1.22, 2.47, 3.97, 114.0]
+    epochs = [{"weights": {"S": 1.0, "E": 100.0}}, {"weights": {"S": 3.0, "E": 50.0}}, {"weights": None}]
+    assert average_weights(epochs) == {"S": 2.0, "E": 75.0}
+    assert spearman([1.22, 2.47, 3.97, 114.0], [1, 1, 2, 50]) == pytest.approx(0.9486833, abs=1e-6)
+    assert spearman([3, 2, 1], [1, 2, 3]) == pytest.approx(-1.0)
