@@ -98,3 +98,17 @@ def test_the_smoke_sweep_runs_and_is_test_selected(tmp_path: Path, monkeypatch: 
         assert [final.seed for final in method.final] == [1, 2]
         assert all(set(final.test_metrics) == {"S", "D", "N"} for final in method.final)
         assert all(len(method.test_delta_m()) == 2 for method in report.methods)  # against the references
+
+
+@pytest.mark.parametrize("scale", ["paper", "cpu", "smoke"])
+def test_the_standin_spec_runs_001s_protocol_on_generated_scenes(scale: str) -> None:
+    standin = SweepPlan(load_spec("nyuv2_standin", scale), threads=1)
+    real = SweepPlan(load_spec("nyuv2_001", scale), threads=1)
+    assert standin.tasks == ["S", "D", "N"]
+    keys = ("weight_decay", "scheduler", "step_size", "objective", "selection", "lr")
+    keys += ("epochs", "batch_size") if scale == "paper" else ()  # the smoke scale trains longer
+    for ours, theirs in zip(standin.method_groups, real.method_groups, strict=False):
+        assert ours.name == theirs.name
+        a, b = ours.search_trials()[0].config, theirs.search_trials()[0].config
+        assert a.problem_options["preset"] == "NYUv2" and a.method_params == b.method_params
+        assert {k: getattr(a, k) for k in keys} == {k: getattr(b, k) for k in keys}
