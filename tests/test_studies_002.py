@@ -81,3 +81,57 @@ def test_avgnorm_tables_and_helpers() -> None:
     assert average_weights(epochs) == {"S": 2.0, "E": 75.0}
     assert spearman([1.22, 2.47, 3.97, 114.0], [1, 1, 2, 50]) == pytest.approx(0.9486833, abs=1e-6)
     assert spearman([3, 2, 1], [1, 2, 3]) == pytest.approx(-1.0)
+
+
+# ---------------------------------------------------------------- diagnostics: 002's last-layer measures
+def test_last_layer_measures_closed_form() -> None:
+    import torch
+
+    from mtlbench.training.diagnostics import last_layer_measures
+
+    g = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    out = last_layer_measures(g, torch.tensor([1.0, 1.0]), torch.tensor([2.0, -1.0]))
+    assert out["norm"] == pytest.approx([1.0, 2.0])
+    assert out["cos"] == pytest.approx([2**-0.5, 2**-0.5])
+    assert out["dot"] == pytest.approx([1.0, 2.0])
+    assert out["wnorm"] == pytest.approx([2.0, 2.0])
+    assert math.isnan(last_layer_measures(g, torch.zeros(2))["cos"][0])
+    assert "wnorm" not in last_layer_measures(g, torch.ones(2))
+
+
+def test_diagnostics_read_the_aggregated_gradient_after_the_backward() -> None:
+    """With losses w_0 L_0 + w_1 L_1 backpropagated, d = w_0 g_0 + w_1 g_1 on the layer: sum_i w_i (g_i . d) =
+    ||d||^2, and a step that is not recorded adds nothing."""
+    import torch
+
+    from mtlbench.training.diagnostics import GradientDiagnostics
+
+    torch.manual_seed(0)
+    shared = torch.nn.Linear(3, 4)
+    heads = [torch.nn.Linear(4, 1), torch.nn.Linear(4, 1)]
+    x = torch.randn(8, 3)
+    z = shared(x)
+    losses = torch.stack([(h(z) ** 2).mean() for h in heads])
+    weights = torch.tensor([0.5, 3.0])
+    layer = [shared.weight, shared.bias]
+    recorder = GradientDiagnostics(2, samples=0, last_layer=layer)
+
+    class _Task:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+    batch = type("B", (), {"size": 8, "targets": {}})()
+    recorder.observe(losses, {}, batch, [_Task("A"), _Task("B")], layer)
+    g = [torch.cat([p.reshape(-1) for p in torch.autograd.grad(loss, layer, retain_graph=True)]) for loss in losses]
+    (weights * losses).sum().backward()
+    recorder.after_backward(weights)
+    d = weights[0] * g[0] + weights[1] * g[1]
+    summary = recorder.summary()["last"]
+    dots = [summary[f"dot.{t}"]["mean"] for t in "AB"]
+    assert weights[0] * dots[0] + weights[1] * dots[1] == pytest.approx(float(d @ d), rel=1e-5)
+    assert summary["norm.B"]["mean"] == pytest.approx(float(g[1].norm()), rel=1e-5)
+    assert summary["cos.A"]["mean"] == pytest.approx(float(g[0] @ d / (g[0].norm() * d.norm())), rel=1e-5)
+    assert summary["wnorm.B"]["mean"] == pytest.approx(3.0 * float(g[1].norm()), rel=1e-5)
+    recorder.observe(losses.detach(), {}, batch, [_Task("A"), _Task("B")], layer)  # step 1: not due (every 2)
+    recorder.after_backward(weights)
+    assert recorder.summary()["last"]["norm.A"]["n"] == 1

@@ -19,6 +19,14 @@ BatchNorm statistics update, no random number consumed) and ``.grad`` is not tou
 the same losses with and without diagnostics. Per-sample losses are the task's loss on a one-example
 slice of the batch outputs (outputs that are not batch-first tensors skip the sample measures).
 
+* ``last.norm.<task>``, ``last.cos.<task>``, ``last.dot.<task>``, ``last.wnorm.<task>`` -- Guo et al.
+  (002) Figs. 7/8, 10-16, on the encoder's last layer (``last_layer``, the model's ``last_shared_layer``):
+  the norm of task i's gradient g_i, its cosine and dot product with the aggregated gradient d (the
+  gradient the method left on that layer after its backward, read by :meth:`after_backward`), and the
+  norm of the task's weighted contribution |w_i| ||g_i|| where the method reports weights. d is the
+  method's own update direction (uniform: sum g_i; fixed weights: sum w_i g_i; CAGrad, Nash-MTL: their
+  combination) before clipping and the objective's scale.
+
 Cost per recorded step: T + SAMPLES * T extra backward passes through the batch graph (T tasks), and
 SAMPLES * T + T gradient vectors of the shared parameters in memory. Per epoch, each measure is stored
 as mean, std, 2.5/25/50/75/97.5 percentiles and count in the epoch record's ``extra["grad"]``.
@@ -94,6 +102,25 @@ def pair_measures(gradients: Tensor, pairs: Sequence[tuple[int, int]]) -> dict[s
     return out
 
 
+def last_layer_measures(gradients: Tensor, aggregated: Tensor, weights: Tensor | None = None) -> dict[str, list[float]]:
+    """002's per-task measures for a (T, D) matrix of task gradients and the aggregated gradient d (D):
+    ``norm`` ||g_i||, ``cos`` cos(g_i, d) (NaN when a vector is zero), ``dot`` g_i . d and, with ``weights``,
+    ``wnorm`` |w_i| ||g_i||."""
+    g = gradients.double()
+    d = aggregated.double().to(g.device)
+    norms = g.norm(dim=1)
+    dots = g @ d
+    denominator = norms * d.norm()
+    out = {
+        "norm": [float(v) for v in norms],
+        "cos": [float(a / b) if float(b) > 0 else math.nan for a, b in zip(dots, denominator, strict=True)],
+        "dot": [float(v) for v in dots],
+    }
+    if weights is not None and weights.numel() == g.shape[0]:
+        out["wnorm"] = [float(v) for v in weights.detach().double().abs().to(g.device) * norms]
+    return out
+
+
 def summarize(values: Sequence[float]) -> dict[str, float]:
     """Mean, std (population), percentiles and count of the finite values."""
     array = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
@@ -110,10 +137,13 @@ def summarize(values: Sequence[float]) -> dict[str, float]:
 class GradientDiagnostics:
     """Collects the diagnostics every ``every`` steps of an epoch; :meth:`summary` aggregates them."""
 
-    def __init__(self, every: int, samples: int = SAMPLES) -> None:
+    def __init__(self, every: int, samples: int = SAMPLES, last_layer: Sequence[Tensor] = ()) -> None:
         if every < 1:
             raise ValueError(f"every={every} must be >= 1")
         self.every, self.samples = every, samples
+        self.last_layer = [p for p in last_layer if p.requires_grad]
+        #: (task names, (T, D) task gradients on the last layer) of the step recorded before its backward
+        self._pending: tuple[list[str], Tensor] | None = None
         self.start_epoch()
 
     def start_epoch(self) -> None:
@@ -148,6 +178,9 @@ class GradientDiagnostics:
         """Compute every measure on this step's graph (kept: ``retain_graph=True``)."""
         shared = [p for p in shared if p.requires_grad]
         n_tasks = losses.shape[0]
+        if self.last_layer:
+            names = [getattr(task, "name", str(i)) for i, task in enumerate(tasks)]
+            self._pending = (names, torch.stack([_gradient(losses[i], self.last_layer) for i in range(n_tasks)]))
         task_grads = torch.stack([_gradient(losses[i], shared) for i in range(n_tasks)])
         if bool(torch.isfinite(task_grads).all()):
             self._add("batch.cos_to_mean", cos_to_mean(task_grads))
@@ -193,6 +226,22 @@ class GradientDiagnostics:
             for name, values in pair_measures(matrix, pairs).items():
                 self._add(f"{prefix}.{name}", values)
 
+    def after_backward(self, weights: Tensor | None = None) -> None:
+        """Called by the training step after the method's backward: the last-layer measures of a recorded step
+        against the aggregated gradient now in the layer's ``.grad`` (a no-op for steps not recorded)."""
+        if self._pending is None:
+            return
+        started = time.perf_counter()
+        names, task_grads = self._pending
+        self._pending = None
+        aggregated = torch.cat(
+            [(p.grad if p.grad is not None else torch.zeros_like(p)).detach().reshape(-1) for p in self.last_layer]
+        )
+        for name, values in last_layer_measures(task_grads, aggregated, weights).items():
+            for task, value in zip(names, values, strict=True):
+                self._add(f"last.{name}.{task}", value)
+        self._seconds += time.perf_counter() - started
+
     def summary(self) -> dict[str, Any]:
         """``{"steps": recorded steps, "seconds": time spent, "<group>": {"<measure>": stats}}``."""
         out: dict[str, Any] = {"steps": self._recorded, "seconds": self._seconds}
@@ -231,6 +280,7 @@ __all__ = [
     "GradientDiagnostics",
     "cos_to_mean",
     "cosine_similarity",
+    "last_layer_measures",
     "magnitude_similarity",
     "pair_measures",
     "sign_conflict",

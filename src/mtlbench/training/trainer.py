@@ -149,7 +149,11 @@ class Session:
         self._current: Any = None
         self._val_batches: Any = None
         #: gradient diagnostics (``config.grad_metrics_every`` > 0), observed before each step's backward
-        self.diagnostics = GradientDiagnostics(config.grad_metrics_every) if config.grad_metrics_every else None
+        self.diagnostics = (
+            GradientDiagnostics(config.grad_metrics_every, last_layer=list(model.last_shared_layer.parameters()))
+            if config.grad_metrics_every
+            else None
+        )
         method.attach(
             TrainingContext(
                 model=model,
@@ -218,6 +222,8 @@ class Session:
         if self.diagnostics is not None:
             self.diagnostics.observe(losses, outputs, batch, self.problem.tasks, self.shared)
         result = self.method.backward(losses, self.shared, features=features, task_parameters=self.heads)
+        if self.diagnostics is not None:
+            self.diagnostics.after_backward(result.weights)
         apply_objective(self._objective_parameters, self._objective_factor)
         if self._clip_parameters is not None:  # config.grad_clip: the model's global gradient norm
             torch.nn.utils.clip_grad_norm_(self._clip_parameters, self.config.grad_clip)
@@ -424,7 +430,8 @@ class Trainer:
             if session.diagnostics is not None:
                 record["extra"]["grad"] = session.diagnostics.summary()
             if not is_reference and rule.evaluates_test_at(epoch, config.epochs):  # test-selected rules
-                record.update(self._test_record(model, problem, references, directions))
+                same = (val_metrics, val_losses) if getattr(problem, "val_is_test", False) else None
+                record.update(self._test_record(model, problem, references, directions, same_as_val=same))
             state["history"].append(record)
             if self.store is not None:
                 self.store.add_epoch(run_id, epoch, record)
@@ -444,10 +451,22 @@ class Trainer:
 
     # --- selection -----------------------------------------------------------------------------
     def _test_record(
-        self, model: MultiTaskModel, problem: Problem, references: dict[str, Metrics | None], directions: dict
+        self,
+        model: MultiTaskModel,
+        problem: Problem,
+        references: dict[str, Metrics | None],
+        directions: dict,
+        *,
+        same_as_val: tuple[Metrics, dict[str, float]] | None = None,
     ) -> dict[str, Any]:
-        """The test numbers of this epoch, for the test-selected rules (last_test_epochs, best_test)."""
-        metrics, losses = evaluate(model, problem, "test", batch_size=self.config.eval_batch_size, device=self.device)
+        """The test numbers of this epoch, for the test-selected rules (last_test_epochs, best_test); a problem
+        whose ``val`` is its test split (``val_is_test``) reuses this epoch's validation evaluation."""
+        if same_as_val is not None:
+            metrics, losses = same_as_val
+        else:
+            metrics, losses = evaluate(
+                model, problem, "test", batch_size=self.config.eval_batch_size, device=self.device
+            )
         ref = references["test"]
         return {
             "test_metrics": metrics,
