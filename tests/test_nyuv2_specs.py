@@ -67,14 +67,15 @@ def test_nyuv2_001_spec_is_001s_setup(name: str, scale: str) -> None:
 
 
 def _fake_tree(root: Path) -> None:
+    """4 training and 2 test images of 16 x 24: enough pixels for every normal fraction of a reference to be > 0."""
     rng = np.random.default_rng(0)
     for split, n in {"train": 4, "val": 2}.items():
         for i in range(n):
-            normal = rng.normal(size=(8, 12, 3))
+            normal = rng.normal(size=(16, 24, 3))
             arrays = {
-                "image": rng.integers(0, 256, (8, 12, 3)) / 255.0,
-                "label": rng.integers(-1, 13, (8, 12)).astype(np.float64),
-                "depth": rng.uniform(0.0, 5.0, (8, 12, 1)),
+                "image": rng.integers(0, 256, (16, 24, 3)) / 255.0,
+                "label": rng.integers(-1, 13, (16, 24)).astype(np.float64),
+                "depth": rng.uniform(0.0, 5.0, (16, 24, 1)),
                 "normal": normal / np.linalg.norm(normal, axis=-1, keepdims=True),
             }
             for key, array in arrays.items():
