@@ -132,6 +132,8 @@ def test_diagnostics_read_the_aggregated_gradient_after_the_backward() -> None:
     assert summary["norm.B"]["mean"] == pytest.approx(float(g[1].norm()), rel=1e-5)
     assert summary["cos.A"]["mean"] == pytest.approx(float(g[0] @ d / (g[0].norm() * d.norm())), rel=1e-5)
     assert summary["wnorm.B"]["mean"] == pytest.approx(3.0 * float(g[1].norm()), rel=1e-5)
+    assert summary["pdot.A-B"]["mean"] == pytest.approx(float(g[0] @ g[1]), rel=1e-5)
+    assert summary["pcos.A-B"]["mean"] == pytest.approx(float(g[0] @ g[1] / (g[0].norm() * g[1].norm())), rel=1e-5)
     recorder.observe(losses.detach(), {}, batch, [_Task("A"), _Task("B")], layer)  # step 1: not due (every 2)
     recorder.after_backward(weights)
     assert recorder.summary()["last"]["norm.A"]["n"] == 1

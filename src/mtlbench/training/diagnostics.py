@@ -25,7 +25,8 @@ slice of the batch outputs (outputs that are not batch-first tensors skip the sa
   gradient the method left on that layer after its backward, read by :meth:`after_backward`), and the
   norm of the task's weighted contribution |w_i| ||g_i|| where the method reports weights. d is the
   method's own update direction (uniform: sum g_i; fixed weights: sum w_i g_i; CAGrad, Nash-MTL: their
-  combination) before clipping and the objective's scale.
+  combination) before clipping and the objective's scale. ``last.pcos.<a>-<b>`` and ``last.pdot.<a>-<b>``: cosine
+  and dot product of each pair of task gradients on that layer (002 Figs. 10-13).
 
 Cost per recorded step: T + SAMPLES * T extra backward passes through the batch graph (T tasks), and
 SAMPLES * T + T gradient vectors of the shared parameters in memory. Per epoch, each measure is stored
@@ -240,6 +241,14 @@ class GradientDiagnostics:
         for name, values in last_layer_measures(task_grads, aggregated, weights).items():
             for task, value in zip(names, values, strict=True):
                 self._add(f"last.{name}.{task}", value)
+        pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
+        g = task_grads.double()
+        for i, j in pairs:  # 002 Figs. 10-13: cosine and dot product of each pair of task gradients
+            a, b = float(g[i].norm()), float(g[j].norm())
+            dot = float(g[i] @ g[j])
+            self._add(f"last.pdot.{names[i]}-{names[j]}", dot)
+            if a > 0 and b > 0:
+                self._add(f"last.pcos.{names[i]}-{names[j]}", dot / (a * b))
         self._seconds += time.perf_counter() - started
 
     def summary(self) -> dict[str, Any]:
