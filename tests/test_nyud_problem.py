@@ -209,3 +209,39 @@ def test_validation_batches_for_training_are_refused() -> None:
     assert next(problem.batches("val", 2)).size == 2  # evaluation on val (= test) is fine
     with pytest.raises(UserInputError, match="no validation split"):
         next(problem.batches("val", 2, shuffle=True))
+
+
+def test_best_test_reuses_the_validation_evaluation(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mtlbench.training import trainer as trainer_module
+
+    seen: list[str] = []
+    original = trainer_module.evaluate
+
+    def counting(model, problem, split, **kwargs):
+        seen.append(split)
+        return original(model, problem, split, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "evaluate", counting)
+    options = {"source": "synthetic", "resolution": "32x24", "width": 4, "n_images": 8, "synthetic_size": 32}
+    config = RunConfig(
+        problem="nyud",
+        tasks="S_D",
+        problem_options={**options, "edge_thresholds": 2},
+        epochs=2,
+        batch_size=3,
+        threads=1,
+        device="cpu",
+        selection="best_test:val_loss",
+    )
+    result = Trainer(config, require_reference=False).run()
+    assert result.status == "completed", result.error
+    assert result.test_selected
+    assert seen == ["val", "val"]  # val is test: no second pass over the same images
+    assert all(record["test_metrics"] == record["val_metrics"] for record in result.history)
+    plain = Trainer(
+        RunConfig(
+            problem="nyud", tasks="S_D", problem_options=options, epochs=1, batch_size=3, threads=1, device="cpu"
+        ),
+        require_reference=False,
+    ).run()
+    assert plain.status == "completed" and plain.test_selected  # any rule on val = test saw test

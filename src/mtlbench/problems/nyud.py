@@ -308,14 +308,20 @@ def pad_sample(sample: dict[str, np.ndarray], height: int, width: int) -> dict[s
     return out
 
 
-def normalise(image: np.ndarray) -> np.ndarray:
-    mean = np.array(IMAGENET_MEAN, dtype=np.float32) * 255.0
-    std = np.array(IMAGENET_STD, dtype=np.float32) * 255.0
+def normalise(image: np.ndarray, stats: tuple[Sequence[float], Sequence[float]] | None = None) -> np.ndarray:
+    """(image / 255 - mean) / std with ``stats`` = (mean, std) (default ImageNet's; ``normalization`` option)."""
+    mean_rgb, std_rgb = stats if stats is not None else (IMAGENET_MEAN, IMAGENET_STD)
+    mean = np.array(mean_rgb, dtype=np.float32) * 255.0
+    std = np.array(std_rgb, dtype=np.float32) * 255.0
     return (image.astype(np.float32) - mean) / std
 
 
 def invpt_train_transform(
-    sample: dict[str, np.ndarray], height: int, width: int, generator: torch.Generator | None
+    sample: dict[str, np.ndarray],
+    height: int,
+    width: int,
+    generator: torch.Generator | None,
+    stats: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> dict[str, np.ndarray]:
     scale = _uniform(generator, *SCALE_RANGE)
     h, w = sample["image"].shape[:2]
@@ -338,7 +344,7 @@ def invpt_train_transform(
         sample = {name: np.ascontiguousarray(value[:, ::-1]) for name, value in sample.items()}
         if "normals" in sample:
             sample["normals"] = sample["normals"] * np.array([-1.0, 1.0, 1.0], dtype=np.float32)
-    sample["image"] = normalise(photometric_distortion(sample["image"], generator))
+    sample["image"] = normalise(photometric_distortion(sample["image"], generator), stats)
     return pad_sample(sample, height, width)
 
 
@@ -353,6 +359,10 @@ class Dense002Problem(Problem):
     #: task name -> stored array
     arrays: ClassVar[dict[str, str]] = {"S": "semseg", "D": "depth", "N": "normals", "E": "edge"}
     splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
+    #: ``val`` is the test split: every run is flagged test-selected, and the test-selected rules reuse the
+    #: validation evaluation (training/trainer.py)
+    test_selected: ClassVar[bool] = True
+    val_is_test: ClassVar[bool] = True
 
     def __init__(self, tasks: str | Sequence[str] = "all", **options: Any) -> None:
         super().__init__(tasks, **options)
