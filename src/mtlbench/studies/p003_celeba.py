@@ -94,13 +94,15 @@ class CelebA003(Accuracy003):
         m: Published(value, SOURCE, "higher", "the l2 value with the best validation performance", "")
         for m, value in SELECTED_WD.items()
     }
+    stand_in_overlays: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "smoke": {"problem_options": {"train_size": 64, "eval_size": 32, "width": 2}}
+    }
     sweeps = (
         StudySweep(
             "celeba",
             LABEL,
             overlays={
                 "test": test_scale_overlay(["unit_scal", "pcgrad"]),
-                "smoke": {"problem_options": {"train_size": 64, "eval_size": 32, "width": 2}},
             },
             stand_in=stand_ins.celeba("kurin"),
         ),

@@ -211,6 +211,20 @@ class Accuracy003(SweepStudy):
     wd_published: ClassVar[Mapping[str, Published]] = {}
     #: the non-superiority margin in mean accuracy (fraction: 0.005 = 0.5 accuracy points)
     margin: ClassVar[float] = 0.005
+    #: scale -> overlay applied only when a sweep's stand-in replaces the real data (its sizes)
+    stand_in_overlays: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+
+    def spec_for(self, sweep: Any, scale: str) -> tuple[Any, list[str]]:
+        """The base's spec, with :attr:`stand_in_overlays` under the study's overlay when the stand-in runs."""
+        overlay = self.stand_in_overlays.get(scale)
+        if overlay and sweep.stand_in is not None and scale != "paper" and not sweep.stand_in.available():
+            import dataclasses
+
+            from mtlbench.sweeps.spec import deep_merge
+
+            merged = deep_merge(dict(overlay), dict(sweep.overlays.get(scale, {})))
+            sweep = dataclasses.replace(sweep, overlays={**sweep.overlays, scale: merged})
+        return super().spec_for(sweep, scale)
 
     def published_for(self, method: str, source: str) -> Published:
         if method in SEVEN:

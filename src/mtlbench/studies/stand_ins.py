@@ -25,6 +25,19 @@ def cityscapes(step: str) -> StandIn:
     )
 
 
+def scenes(preset: str) -> StandIn:
+    """Cityscapes, or the generated street scenes with the ladder ``preset`` as an overlay of the same spec
+    (unlike :func:`cityscapes`, the spec's methods, settings and grids stay)."""
+    overlay = {"problem": "synthetic_scenes", "grid_problem": "cityscapes", "problem_options": {"preset": preset}}
+    return StandIn(
+        lambda: has_dataset("cityscapes"),
+        overlay,
+        f"Cityscapes is not prepared here: generated street scenes (synthetic_scenes, preset {preset}) stood in "
+        "for it; prepare it with `mtlbench data prepare cityscapes --raw PATH` for the real data",
+        {"problem_options": {"n_images": 12, "resolution": "32x16", "width": 4}, "settings": {"batch_size": 4}},
+    )
+
+
 def celeba(dropout_layout: str = "kurin", **options: object) -> StandIn:
     """CelebA, or ``synthetic_attributes``: generated images with the same 40 binary tasks, heads, metric and
     CIFAR ResNet-18 (at width 8 on 32x32 images unless ``options`` say otherwise); method grids stay
