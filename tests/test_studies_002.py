@@ -137,3 +137,96 @@ def test_diagnostics_read_the_aggregated_gradient_after_the_backward() -> None:
     recorder.observe(losses.detach(), {}, batch, [_Task("A"), _Task("B")], layer)  # step 1: not due (every 2)
     recorder.after_backward(weights)
     assert recorder.summary()["last"]["norm.A"]["n"] == 1
+
+
+# ---------------------------------------------------------------- 002 Table V data variants
+def test_segmentation_noise_changes_only_drawn_categories_to_wrong_ones() -> None:
+    import numpy as np
+
+    from mtlbench.problems.data_variants_002 import noisy_segmentation
+
+    label = np.repeat(np.arange(8), 500).reshape(40, 100).astype(np.int64)  # 8 categories, 500 pixels each
+    label[0, :10] = 255
+    noisy = noisy_segmentation(label, np.random.default_rng(0), classes=40, rate=0.5)
+    changed = noisy != label
+    assert not changed[label == 255].any()
+    touched = [c for c in range(8) if changed[label == c].any()]
+    assert len(touched) == 5  # 5 of the 8 categories
+    for c in touched:
+        fraction = changed[label == c].mean()
+        assert 0.4 < fraction < 0.6  # rate 0.5
+        assert len(np.unique(noisy[(label == c) & changed])) == 1  # one wrong category per drawn category
+        assert (noisy[(label == c) & changed] != c).all()
+    few = np.array([[1, 1], [2, 2]])
+    assert (noisy_segmentation(few, np.random.default_rng(1), classes=3, rate=1.0) != few).all()  # all (< 5) drawn
+
+
+def test_depth_and_normals_noise() -> None:
+    import numpy as np
+
+    from mtlbench.problems.data_variants_002 import noisy_depth, noisy_normals
+
+    rng = np.random.default_rng(0)
+    depth = np.full((50, 50), 3.0, dtype=np.float32)
+    depth[:5] = 0.0
+    out = noisy_depth(depth, rng, 0.2)
+    assert (out[:5] == 0).all() and (out[5:] > 0).all()
+    assert np.std(out[5:] - 3.0) == pytest.approx(0.2, rel=0.1)
+    normals = np.zeros((20, 20, 3), dtype=np.float32)
+    normals[5:, :, 2] = 1.0
+    out = noisy_normals(normals, rng, 0.1)
+    assert (out[:5] == 0).all()
+    assert np.linalg.norm(out[5:], axis=-1) == pytest.approx(1.0, abs=1e-5)
+    assert not np.allclose(out[5:], normals[5:])
+
+
+def test_subsample_kinds() -> None:
+    import numpy as np
+
+    from mtlbench.errors import UserInputError
+    from mtlbench.problems.data_variants_002 import parse_subsample, subsample_indices
+
+    scenes = np.repeat(np.arange(6), 10)
+    kept = subsample_indices("scenes:0.5", 60, scenes, 0, "nyud")
+    assert len(np.unique(scenes[kept])) == 3 and len(kept) == 30  # whole scenes
+    kept = subsample_indices("scenes:1", 60, scenes, 0, "nyud")
+    assert len(np.unique(scenes[kept])) == 1
+    kept = subsample_indices("per_scene:0.2", 60, scenes, 0, "nyud")
+    assert np.bincount(scenes[kept]).tolist() == [2] * 6
+    kept = subsample_indices("per_scene:3", 60, scenes, 0, "nyud")
+    assert np.bincount(scenes[kept]).tolist() == [3] * 6
+    kept = subsample_indices("images:0.25", 60, None, 0, "nyud")
+    assert len(kept) == 15 and len(set(kept.tolist())) == 15
+    assert (subsample_indices("images:0.25", 60, None, 0, "nyud") == kept).all()  # fixed by the seed
+    with pytest.raises(UserInputError, match="scene ids"):
+        subsample_indices("scenes:0.5", 60, None, 0, "nyud")
+    for bad in ("rows:0.5", "scenes:-1", "scenes"):
+        with pytest.raises(ValueError):
+            parse_subsample(bad)
+
+
+def test_nyud_stand_in_with_noise_and_subsample() -> None:
+    import numpy as np
+
+    from mtlbench.problems import create_problem
+    from mtlbench.problems.data_variants_002 import NoisyLabels
+
+    options = dict(source="synthetic", n_images=40, synthetic_size=16, width=2, augment=False)
+    clean = create_problem("nyud", "S_D_N", **options)
+    noisy = create_problem("nyud", "S_D_N", label_noise=0.5, noise_sigma="0.05:0.1", **options)
+    fewer = create_problem("nyud", "S_D_N", subsample="scenes:0.5", **options)
+    assert fewer.num_examples("train") == 20 and len(np.unique(fewer.scene_ids("train"))) == 2
+    assert isinstance(noisy._split("train"), NoisyLabels)
+    a, b = clean.make_batch("train", [0, 1]), noisy.make_batch("train", [0, 1])
+    assert torch_equal(a.inputs, b.inputs)
+    assert not torch_equal(a.targets["S"], b.targets["S"]) and not torch_equal(a.targets["D"], b.targets["D"])
+    assert torch_equal(noisy.make_batch("train", [0, 1]).targets["S"], b.targets["S"])  # same noise every epoch
+    t1, t2 = clean.make_batch("test", [0, 1]), noisy.make_batch("test", [0, 1])
+    assert torch_equal(t1.targets["S"], t2.targets["S"]) and torch_equal(t1.targets["N"], t2.targets["N"])
+    assert clean.reference_config() == create_problem("nyud", "S_D_N", subsample="", **options).reference_config()
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))

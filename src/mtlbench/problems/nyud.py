@@ -50,7 +50,7 @@ from mtlbench.errors import UserInputError
 from mtlbench.models.base import MultiTaskModel
 from mtlbench.models.deeplab import DeepLabHead
 from mtlbench.models.resnet import load_encoder_weights, resnet_encoder
-from mtlbench.problems import register_problem
+from mtlbench.problems import data_variants_002, register_problem
 from mtlbench.problems.base import Batch, HeadSpec, Metric, Problem, ProblemOption, Task, TrainingDefaults
 from mtlbench.problems.dense_metrics_002 import DepthRMSE, NormalsError, SaliencyMaxF, SegmentationIoU
 from mtlbench.problems.edge_eval import MAX_DIST, SEISM_THRESHOLDS, EdgeODS
@@ -433,6 +433,9 @@ class Dense002Problem(Problem):
             if n > available:
                 raise UserInputError(f"{self.name}: option train_size={n} exceeds the {available} training images")
             self._splits["train"] = self._splits["train"].subset(range(n))
+        self._splits["train"] = data_variants_002.apply_train_variants(
+            self._splits["train"], self.option_values, classes=self.classes, problem=self.name
+        )
         self._splits["val"] = self._splits["test"]  # no validation split: 002 selects on test
 
     def _split(self, split: str) -> Any:
@@ -463,6 +466,8 @@ class Dense002Problem(Problem):
                 sample[array] = self._normals(data, index)
             else:
                 sample[array] = data.get(array, index).astype(np.float32)
+        if isinstance(data, data_variants_002.NoisyLabels):  # 002 Table V: noisy training annotations
+            sample = data.perturb(sample, index)
         return sample
 
     def _normals(self, data: Any, index: int) -> np.ndarray:
@@ -610,6 +615,27 @@ def common_options(resolution_default: str, synthetic_default: int) -> tuple[Pro
         ProblemOption("encoder_weights", "", "torchvision-named state dict to initialise the encoder", parse=str),
         ProblemOption("edge_thresholds", SEISM_THRESHOLDS, "thresholds of the edge odsF (99 = SEISM's)", parse=int),
         ProblemOption("train_size", 0, "use only the first N training images (0 = all)", parse=int),
+        ProblemOption(
+            "subsample",
+            "",
+            "002 Table V less data: images|scenes|per_scene:AMOUNT (scenes: stand-in only)",
+            parse=data_variants_002.parse_subsample,
+            keyed_at_default=False,
+        ),
+        ProblemOption(
+            "label_noise",
+            0.0,
+            "002 Table V noise: rate of changed segmentation pixels (+ depth/normals noise); 0 = clean",
+            parse=float,
+            keyed_at_default=False,
+        ),
+        ProblemOption(
+            "noise_sigma",
+            "0.1:0.1",
+            "with label_noise: DEPTH:NORMALS Gaussian standard deviations (002 gives none)",
+            parse=data_variants_002.parse_sigma,
+            keyed_at_default=False,
+        ),
         ProblemOption("n_images", 120, "stand-in: images generated (75% train, 25% test)", parse=int),
         ProblemOption(
             "synthetic_size", synthetic_default, "stand-in: generated image width (multiple of 8)", parse=int
