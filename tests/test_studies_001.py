@@ -1,0 +1,61 @@
+"""001's studies: eq. 6's delta_t by hand, corrupted test images, Pareto counts, gradient similarity, invariance."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mtlbench.studies import p001_common as common
+from mtlbench.studies.p001_corruptions import delta_t, test_images
+
+
+def test_delta_t_by_hand() -> None:
+    # accuracy (higher is better): MTL keeps 0.4/0.8 = 0.5, STL 0.6/0.9 = 2/3 -> d = -1/6, delta = +1/6 (STL
+    # more robust); error (lower is better): MTL 2/1, STL 1.5/1 -> d = 0.5 = delta
+    mtl = {"S.acc": {("fog", 1): 0.4}, "D.abs_err": {("fog", 1): 2.0}}
+    stl = {"S.acc": {("fog", 1): 0.6}, "D.abs_err": {("fog", 1): 1.5}}
+    out = delta_t(
+        mtl,
+        stl,
+        {"S.acc": 0.8, "D.abs_err": 1.0},
+        {"S.acc": 0.9, "D.abs_err": 1.0},
+        {"S.acc": True, "D.abs_err": False},
+    )
+    assert out["S.acc"] == pytest.approx(1 / 6) and out["D.abs_err"] == pytest.approx(0.5)
+    # the mean over corruptions and severities; a clean value of 0 leaves delta undefined
+    mtl2 = {"S.acc": {("fog", 1): 0.4, ("snow", 5): 0.8}}
+    stl2 = {"S.acc": {("fog", 1): 0.9, ("snow", 5): 0.9}}
+    two = delta_t(mtl2, stl2, {"S.acc": 0.8}, {"S.acc": 0.9}, {"S.acc": True})
+    assert two["S.acc"] == pytest.approx(((1.0 - 0.5) + (1.0 - 1.0)) / 2)
+    assert math.isnan(delta_t(mtl2, stl2, {"S.acc": 0.0}, {"S.acc": 0.9}, {"S.acc": True})["S.acc"])
+
+
+def test_corrupted_test_images_come_back(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("MTLBENCH_DATA", str(tmp_path))
+    from mtlbench.problems import create_problem
+
+    s = common.setup("cityscapes", "segnet", "test")
+    problem = create_problem(s.problem, s.tasks, **s.options)
+    problem.prepare()
+    clean = np.asarray(problem._data["test"]["image"]).copy()
+    with test_images(problem) as swap:
+        swap("gaussian_noise", 5, 0)
+        noisy = np.asarray(problem._data["test"]["image"])
+        assert noisy.shape == clean.shape and noisy.dtype == np.uint8 and not np.array_equal(noisy, clean)
+        swap("gaussian_noise", 5, 0)
+        assert np.array_equal(problem._data["test"]["image"], noisy)  # the same images for every model
+        batch = next(problem.batches("test", 2))
+        assert batch.inputs.shape[0] == 2
+    assert np.array_equal(problem._data["test"]["image"], clean)
+
+
+def test_tables_a3_a6_as_printed() -> None:
+    table = common.table_a3_a6()
+    assert len(table) == 4 * 13
+    row = table[("cityscapes", "segnet", "UW", "adam")]
+    assert row.lr == 0.001 and row.metrics == (0.7052, 0.9202, 0.0136, 35.69) and row.delta_m == 5.44
+    assert table[("nyuv2", "deeplabv3plus", "STL", "adam")].delta_m is None
+    assert common.best_lr("nyuv2", "segnet", "cagrad") == 0.0001
+    assert common.best_lr("nyuv2", "deeplabv3plus", "imtl", "sgd") == 0.05
