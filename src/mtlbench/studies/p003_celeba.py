@@ -69,7 +69,7 @@ class CelebA003(Accuracy003):
     description = "celeba: 003's seven methods and 000's shortlist, mean test accuracy, time per epoch, selected l2."
     scales: ClassVar[dict[str, ScaleInfo]] = {
         "test": ScaleInfo(
-            "generated attributes (4 of the 40 tasks), Unit. Scal. and PCGrad, 1 seed, 1 epoch, 16 images", 6, 0.002
+            "generated attributes (2 of the 40 tasks), Unit. Scal. and PCGrad, 1 seed, 1 epoch, 16 images", 4, 0.002
         ),
         "smoke": ScaleInfo("generated attributes, 12 methods, 64 images, width 2, 1 epoch, 2 seeds", 64, 0.05),
         "cpu": ScaleInfo("generated attributes, 12 methods, 512 images, width 8, 3 epochs, 2 seeds", 64, 1.0),

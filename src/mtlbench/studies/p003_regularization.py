@@ -117,7 +117,7 @@ class Regularization003(Accuracy003):
         "over epochs and ‖sum g_i‖."
     )
     scales: ClassVar[dict[str, ScaleInfo]] = {
-        "test": ScaleInfo("generated attributes (4 tasks), Unit. Scal., MGDA-UB and l2, 1 seed, 2 epochs", 7, 0.003),
+        "test": ScaleInfo("generated attributes (2 tasks), Unit. Scal., MGDA-UB and l2, 1 seed, 2 epochs", 5, 0.003),
         "smoke": ScaleInfo("generated attributes, 7 methods + 3 variants, 64 images, 2 epochs, 2 seeds", 100, 0.1),
         "cpu": ScaleInfo("generated attributes, 7 methods + 3 variants, 512 images, 8 epochs, 2 seeds", 100, 1.5),
         "paper": ScaleInfo("003's protocol on CelebA: 50 epochs, 3 seeds (+40 x 2 references)", 110, 1800.0, 250.0),
