@@ -230,3 +230,55 @@ def torch_equal(a, b) -> bool:
     import torch
 
     return bool(torch.equal(a, b))
+
+
+# ---------------------------------------------------------------- 002 Fig. 6 feature distance
+def test_feature_distance_closed_form() -> None:
+    import torch
+
+    from mtlbench.studies.p002_features import feature_distance
+
+    stl = torch.zeros(2, 3, 4, 4)
+    stl[:, 0] = 5.0
+    same = torch.zeros(2, 3, 4, 4)
+    same[:, 0] = 0.1  # the same direction at every position: normalised equal
+    assert float(feature_distance(same, stl)) == pytest.approx(0.0, abs=1e-7)
+    orthogonal = torch.zeros(2, 3, 4, 4)
+    orthogonal[:, 1] = 2.0
+    assert float(feature_distance(orthogonal, stl)) == pytest.approx(2.0)  # |e1 - e0|^2
+    opposite = -stl
+    assert float(feature_distance(opposite, stl)) == pytest.approx(4.0)
+    small = torch.zeros(2, 3, 2, 2)
+    small[:, 1] = 1.0
+    assert float(feature_distance(small, stl)) == pytest.approx(2.0)  # resized bilinearly to 4x4 first
+
+
+def test_features_adaptors_train_and_backprop_only_when_asked() -> None:
+    """Measured only: the network is untouched and the adaptor's distance falls; backprop: the network moves."""
+    import torch
+
+    from mtlbench.studies.p002_features import _Distances
+
+    torch.manual_seed(0)
+
+    class _Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = torch.nn.Conv2d(3, 4, 1)
+
+        def encode(self, x: torch.Tensor) -> torch.Tensor:
+            return self.encoder(x)
+
+    stl = _Model().eval()
+    batch = type("B", (), {"inputs": torch.randn(2, 3, 5, 5)})()
+    for backprop in (False, True):
+        model = _Model()
+        session = type("S", (), {"model": model, "optimizer": torch.optim.SGD(model.parameters(), lr=0.1)})()
+        before = model.encoder.weight.detach().clone()
+        recorder = _Distances({"S": stl}, 4, 50, backprop)
+        for _ in range(50):
+            recorder(session, batch, model.encode(batch.inputs))
+        values = recorder.current["S"]
+        assert values[-1] < values[0]
+        assert torch.equal(model.encoder.weight, before) is (not backprop)
+    assert recorder.epoch_means(25)["S"] == pytest.approx([sum(values[:25]) / 25, sum(values[25:]) / 25])
