@@ -97,8 +97,15 @@ def check_method(model: MultiTaskModel, method: Any) -> None:
             f"model {name} has no shared representation (each head reads its own task's attended features); "
             f"method {method_name} needs one: use space=parameters or another model"
         )
-    from mtlbench.methods.base import Method
+    from mtlbench.methods.base import LossWeightingMethod, Method
 
+    measures_shared = "layer" in getattr(method, "hparams", {})  # GradNorm, AvgNorm: shared-gradient norms
+    if not model.shared_parameters() and (not isinstance(method, LossWeightingMethod) or measures_shared):
+        raise UserInputError(
+            f"model {name} has a frozen encoder (no shared parameters to train); method {method_name} acts on "
+            "shared gradients or features: use a loss-weighting method (unit_scal, uw, dwa, ...) or "
+            "freeze_encoder=false"
+        )
     installs_adapters = type(method).wrap_model is not Method.wrap_model
     if installs_adapters and kind != "single":
         what = "no shared representation" if kind == "none" else "a representation packed from several layers"

@@ -48,8 +48,13 @@ from torch.nn import functional as F
 from mtlbench.data import nyud as nyud_data
 from mtlbench.errors import UserInputError
 from mtlbench.models.base import MultiTaskModel
+from mtlbench.models.checkpoints import NORMALIZATIONS, freeze, load_into, parse_source
+from mtlbench.models.checkpoints import resolve as resolve_weights
 from mtlbench.models.deeplab import DeepLabHead
-from mtlbench.models.resnet import load_encoder_weights, resnet_encoder
+from mtlbench.models.encoders import ENCODER_HELP, ENCODERS, RESNETS
+from mtlbench.models.encoders import build_model as build_encoder_model
+from mtlbench.models.encoders import divisor as encoder_divisor
+from mtlbench.models.resnet import resnet_encoder
 from mtlbench.problems import data_variants_002, register_problem
 from mtlbench.problems.base import Batch, HeadSpec, Metric, Problem, ProblemOption, Task, TrainingDefaults
 from mtlbench.problems.dense_metrics_002 import DepthRMSE, NormalsError, SaliencyMaxF, SegmentationIoU
@@ -74,14 +79,14 @@ def boolean(value: str) -> bool:
 
 
 def resolution(value: str) -> str:
-    """``WIDTHxHEIGHT`` with both multiples of 8 (the encoder's output stride)."""
+    """``WIDTHxHEIGHT``, both at least 8 (multiples of the encoder's divisor: checked by the problem)."""
     width, height = (int(v) for v in value.lower().split("x"))
-    if width < 8 or height < 8 or width % 8 or height % 8:
+    if width < 8 or height < 8:
         raise ValueError(value)
     return f"{width}x{height}"
 
 
-resolution.__name__ = "resolution (WIDTHxHEIGHT, multiples of 8, e.g. 576x448)"
+resolution.__name__ = "resolution (WIDTHxHEIGHT, e.g. 576x448)"
 
 
 # ----------------------------------------------------------------------------------------------- losses
@@ -351,6 +356,20 @@ def invpt_train_transform(
 # ------------------------------------------------------------------------------------------ problems
 
 
+def check_encoder_options(problem: str, values: dict[str, Any]) -> None:
+    """One-line errors for encoder options that do not go together."""
+    if values["encoder_depth"] < 0:
+        raise UserInputError(f"{problem}: option encoder_depth={values['encoder_depth']} must be >= 0 (0 = real)")
+    named = parse_source(values["encoder_weights"] or "")
+    if named is not None and named[1].encoder != values["encoder"]:
+        raise UserInputError(
+            f"{problem}: encoder_weights={values['encoder_weights']} are weights of encoder {named[1].encoder}, "
+            f"not {values['encoder']}"
+        )
+    if values["freeze_encoder"] and not values["encoder_weights"]:
+        raise UserInputError(f"{problem}: freeze_encoder=true needs encoder_weights (a frozen random encoder)")
+
+
 class Dense002Problem(Problem):
     """Shared machinery of ``nyud`` and ``pascal_context``: ragged native-size data, transforms, model."""
 
@@ -361,12 +380,21 @@ class Dense002Problem(Problem):
     splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
     #: ``val`` is the test split: every run is flagged test-selected, and the test-selected rules reuse the
     #: validation evaluation (training/trainer.py)
+    #: 002's crop for DINOv2 (supplementary, "Datasets": 448x574 on NYUD (printed 488x574), 518x518 on PASCAL)
+    dinov2_resolution: ClassVar[str] = "574x448"
     test_selected: ClassVar[bool] = True
     val_is_test: ClassVar[bool] = True
 
     def __init__(self, tasks: str | Sequence[str] = "all", **options: Any) -> None:
+        named = parse_source(str(options.get("encoder_weights") or ""))
+        if named is not None:  # a named source sets its encoder and normalisation unless they are given
+            options.setdefault("encoder", named[1].encoder)
+            options.setdefault("normalization", named[1].normalization)
+        if options.get("encoder") == "vit_b14_reg4":  # 002's DINOv2 crops: multiples of the patch size 14
+            options.setdefault("resolution", self.dinov2_resolution)
         super().__init__(tasks, **options)
         values = self.option_values
+        check_encoder_options(self.name, values)
         if values["width"] < 1:
             raise UserInputError(f"{self.name}: option width={values['width']} must be a positive number of channels")
         if values["train_size"] < 0:
@@ -375,6 +403,13 @@ class Dense002Problem(Problem):
             raise UserInputError(f"{self.name}: option edge_thresholds={values['edge_thresholds']} must be >= 1")
         width, height = (int(v) for v in values["resolution"].split("x"))
         self.size = (height, width)
+        self._divisor = encoder_divisor(values["encoder"])
+        if height % self._divisor or width % self._divisor:
+            raise UserInputError(
+                f"{self.name}: encoder {values['encoder']} needs a resolution whose width and height are multiples "
+                f"of {self._divisor}; got {values['resolution']}"
+            )
+        self._stats = NORMALIZATIONS[values["normalization"]] or ((0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255))
         catalog = self._catalog(values)
         self.tasks = [catalog[name] for name in self.task_names]
         self._splits: dict[str, Any] = {}
@@ -483,11 +518,11 @@ class Dense002Problem(Problem):
                 sample = {name: np.ascontiguousarray(value[:, ::-1]) for name, value in sample.items()}
                 if "normals" in sample:
                     sample["normals"] = sample["normals"] * np.array([-1.0, 1.0, 1.0], dtype=np.float32)
-            sample["image"] = normalise(sample["image"])
+            sample["image"] = normalise(sample["image"], self._stats)
             return sample
         if train:
-            return invpt_train_transform(sample, height, width, generator)
-        sample["image"] = normalise(sample["image"])
+            return invpt_train_transform(sample, height, width, generator, self._stats)
+        sample["image"] = normalise(sample["image"], self._stats)
         return sample
 
     def make_batch(
@@ -499,7 +534,7 @@ class Dense002Problem(Problem):
         samples = [self.transform(self.load_sample(data, int(i)), train=train, generator=generator) for i in indices]
         height = max(self.size[0], *(s["image"].shape[0] for s in samples))
         width = max(self.size[1], *(s["image"].shape[1] for s in samples))
-        height, width = -(-height // 8) * 8, -(-width // 8) * 8
+        height, width = -(-height // self._divisor) * self._divisor, -(-width // self._divisor) * self._divisor
         samples = [pad_sample(s, height, width) for s in samples]
 
         def stack(name: str) -> Tensor:
@@ -534,13 +569,32 @@ class Dense002Problem(Problem):
                 break  # batch norm of the ASPP pooling branch needs two samples
             yield self.make_batch(split, indices, augment_with=generator if augment else False)
 
+    def head_outputs(self) -> dict[str, int]:
+        """Output channels of each task's head."""
+        counts = {"S": self.classes, "P": 7, "Sal": 1, "D": 1, "N": 3, "E": 1}
+        return {name: counts[name] for name in self.task_names}
+
     def build_model(self, *, dropout: float = 0.0) -> MultiTaskModel:
-        encoder = resnet_encoder(self.option_values["encoder"], width=self.option_values["width"])
-        if self.option_values["encoder_weights"]:
-            load_encoder_weights(encoder, self.option_values["encoder_weights"])
-        spec = HeadSpec(in_features=encoder.out_channels, dropout=dropout)
-        heads = {task.name: task.make_head(spec) for task in self.tasks}
-        return MultiTaskModel(encoder, heads, representation_size=encoder.out_channels)
+        """The ``encoder`` option's network (:mod:`mtlbench.models.encoders`), initialised from
+        ``encoder_weights`` and frozen with ``freeze_encoder``."""
+        values = self.option_values
+        if values["encoder"] in RESNETS:
+            if values["encoder_depth"]:
+                raise UserInputError(f"{self.name}: option encoder_depth is for HRNet and ViT encoders, not ResNets")
+            encoder = resnet_encoder(values["encoder"], width=values["width"])
+            spec = HeadSpec(in_features=encoder.out_channels, dropout=dropout)
+            heads = {task.name: task.make_head(spec) for task in self.tasks}
+            model = MultiTaskModel(encoder, heads, representation_size=encoder.out_channels)
+        else:
+            model = build_encoder_model(
+                values["encoder"], self.head_outputs(), self.size, width=values["width"], depth=values["encoder_depth"]
+            )
+        if values["encoder_weights"]:
+            path, _ = resolve_weights(values["encoder_weights"])
+            load_into(model.encoder, path, label=values["encoder_weights"])
+        if values["freeze_encoder"]:
+            freeze(model.encoder)
+        return model
 
 
 # --------------------------------------------------------------------------------- published numbers
@@ -610,9 +664,32 @@ def common_options(resolution_default: str, synthetic_default: int) -> tuple[Pro
             "transform", "invpt", "invpt (scale 0.5-2, crop/pad, flip, colour) or mtinet (resize)", choices=TRANSFORMS
         ),
         ProblemOption("augment", True, "augment training batches", parse=boolean),
-        ProblemOption("encoder", "resnet18", "shared dilated ResNet", choices=("resnet18", "resnet50")),
-        ProblemOption("width", 64, "base channels of the ResNet (64 = the real one)", parse=int),
-        ProblemOption("encoder_weights", "", "torchvision-named state dict to initialise the encoder", parse=str),
+        ProblemOption("encoder", "resnet18", ENCODER_HELP, choices=ENCODERS),
+        ProblemOption("width", 64, "channels of the network relative to the real one (64 = the real one)", parse=int),
+        ProblemOption(
+            "encoder_depth",
+            0,
+            "blocks of HRNet branches / ViT layers (0 = the real one)",
+            parse=int,
+            keyed_at_default=False,
+        ),
+        ProblemOption(
+            "encoder_weights", "", "initial encoder weights: PATH (.pth, .safetensors) or timm:NAME", parse=str
+        ),
+        ProblemOption(
+            "normalization",
+            "imagenet",
+            "image mean/std: imagenet, inception (AugReg ViT), clip or none (set by a timm:NAME source)",
+            choices=tuple(NORMALIZATIONS),
+            keyed_at_default=False,
+        ),
+        ProblemOption(
+            "freeze_encoder",
+            False,
+            "train the heads only (encoder fixed, batch norm in eval)",
+            parse=boolean,
+            keyed_at_default=False,
+        ),
         ProblemOption("edge_thresholds", SEISM_THRESHOLDS, "thresholds of the edge odsF (99 = SEISM's)", parse=int),
         ProblemOption("train_size", 0, "use only the first N training images (0 = all)", parse=int),
         ProblemOption(

@@ -45,6 +45,7 @@ class PascalContextProblem(Dense002Problem):
     )
     defaults = PASCAL_DEFAULTS
     dataset = "pascal_context"
+    dinov2_resolution = "518x518"
     classes = 21
     arrays: ClassVar[dict[str, str]] = {"S": "semseg", "P": "parts", "Sal": "sal", "N": "normals", "E": "edge"}
 
