@@ -334,11 +334,12 @@ def lookup(store: Any, hashes: Iterable[str], chunk: int = 400) -> dict[str, Sto
         selected_columns = [c for c in frame.columns if c.startswith(prefix)]
         for row in frame.to_dict("records"):
             selected: dict[str, dict[str, dict[str, float]]] = {}
-            own_tasks = set(str(row.get("tasks") or "").split("_")) if row["status"] == "completed" else set()
+            # the run's tasks joined by "_" (names may contain "_", e.g. CelebA's 5_o_Clock_Shadow)
+            own_tasks = f"_{row.get('tasks') or ''}_" if row["status"] == "completed" else ""
             for column in selected_columns:
                 task, rest = column[len(prefix) :].split(".", 1)
                 metric, _, part = rest.rpartition(".")
-                if task not in own_tasks or not metric:
+                if f"_{task}_" not in own_tasks or not metric:
                     continue
                 value = row[column]
                 if value is None:
