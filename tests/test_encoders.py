@@ -179,3 +179,26 @@ def test_pascal_stand_in_trains_on_the_new_encoders(encoder: str) -> None:
     metrics = _run("pascal_context", encoder, "pcgrad")
     assert set(metrics) == {"S", "P", "Sal", "N", "E"}
     assert 0 <= metrics["Sal"]["maxf"] <= 100
+
+
+@pytest.mark.parametrize("dataset", ["nyud", "pascal"])
+def test_table_ix_presets(dataset: str) -> None:
+    from mtlbench.sweeps.spec import load_spec
+
+    hrnet = load_spec(f"{dataset}_002_hrnet")
+    vit = load_spec(f"{dataset}_002_vit")
+    resnet = load_spec(f"{dataset}_002")
+    assert hrnet.problem_options["encoder"] == "hrnet_w18" and vit.problem_options["encoder"] == "vit_b16"
+    assert vit.problem_options["encoder_weights"] == "timm:vit_base_patch16_384.augreg_in1k"  # 002 Table VIII
+    for spec, optimizer, lr, wd, batch, clip in (
+        (hrnet, "adam", 1e-4, 1e-4, 6, 0.0),
+        (vit, "adamw", 2e-5, 1e-6, 4, 10.0),
+    ):
+        settings = spec.settings
+        assert (settings["optimizer"], settings["batch_size"], settings["grad_clip"]) == (optimizer, batch, clip)
+        assert (settings["iterations"], settings["eval_every"], settings["scheduler"]) == (40000, 1000, "poly")
+        assert spec.grid["lr"] == [lr] and spec.grid["weight_decay"] == [wd]
+        assert spec.settings["selection"] == resnet.settings["selection"] == "best_test:delta_m"
+        assert spec.methods == resnet.methods and spec.method_params == resnet.method_params
+        small = load_spec(spec.name, "smoke")
+        assert small.problem_options["encoder_weights"] == "" and small.problem_options["source"] == "synthetic"
