@@ -282,3 +282,35 @@ def test_features_adaptors_train_and_backprop_only_when_asked() -> None:
         assert values[-1] < values[0]
         assert torch.equal(model.encoder.weight, before) is (not backprop)
     assert recorder.epoch_means(25)["S"] == pytest.approx([sum(values[:25]) / 25, sum(values[25:]) / 25])
+
+
+# ---------------------------------------------------------------- 002 Table IV and the fallback without ViTs
+def test_table_iv_matching() -> None:
+    from mtlbench.studies.p002_foundation_models import AMBIGUOUS, INITS, TABLE_IV
+
+    assert list(INITS) == ["in1k", "in21k", "in22k", "clip", "sam", "dino", "dinov2"]  # the text's order
+    assert TABLE_IV["in1k"]["single_task"] == (0.0, 0.0)  # the Delta_m reference is the first row
+    # row 7 of the table (labelled "CLIP Single-task" in the seed text) is group 3's (ImageNet-22K) Single-task
+    assert TABLE_IV["in22k"]["single_task"] == (8.09, 5.47)
+    assert TABLE_IV["dinov2"]["uniform"] is None and set(AMBIGUOUS) == {
+        ("dinov2", "uniform"),
+        ("dinov2", "grid_search"),
+    }
+    study = STUDIES["002-foundation-models"]()
+    cells = {c.key: c for c in study.cells()}
+    assert cells["PASCAL/clip/finetune/grid_search"].published.value == 2.98
+    assert cells["NYUD/dinov2/finetune/uniform"].published.text == "ambiguous row"
+    assert cells["NYUD/sam/frozen/uniform"].published.value is None
+
+
+def test_foundation_models_fall_back_to_resnet18_without_vits(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from mtlbench.studies import p002_foundation_models as module
+    from mtlbench.studies.base import StudyContext
+
+    monkeypatch.setattr(module, "vit_available", lambda: False)
+    study = module.FoundationModels002()
+    for scale, labels in (("test", ["NYUD-resnet18-fallback"]), ("paper", [])):
+        context = StudyContext(scale, tmp_path / "r.db", tmp_path / "out")
+        outcome = study.outcome(scale)
+        assert [s.label for s in study._plan(context, outcome)] == labels
+        assert "ViT encoders" in outcome.notes[0] and "missing" in outcome.notes[0]
