@@ -6,6 +6,12 @@ so it is stubbed out: timm's model definitions never call it):
     python -m pip install --no-deps --target /tmp/timm_pkgs timm==1.0.31 huggingface_hub==0.36.0
     .venv/bin/python bench/encoder_manifests.py --timm-path /tmp/timm_pkgs
 
+``--check`` (also needs timm) loads the same random weights into timm's model and mtlbench's encoder
+(3 blocks; HRNet whole) at a checkpoint size and runs both on a smaller input (64x96, DINOv2 56x84): the
+dense features must agree (ViTs: the final-normalised patch tokens; SAM: the neck, timm resampling its
+position table and relative positions on the fly while mtlbench resampled them on load; HRNet: the four
+branches upsampled and concatenated). It prints the largest absolute difference of each.
+
 Each manifest holds the state-dict names and shapes of one timm model at its pretrained input size (the
 size its public checkpoints have); tests/test_encoders.py checks that mtlbench's modules have exactly these
 names and shapes (less the classifier entries each encoder ignores). ResNet names are torchvision's:
@@ -21,6 +27,10 @@ import json
 import sys
 import types
 from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn import functional as F
 
 #: manifest file stem -> (timm model name, input size of its checkpoints)
 MODELS = {
@@ -73,13 +83,75 @@ class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return None
 
 
+def _randomise(model: torch.nn.Module, seed: int = 0) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for key, value in model.state_dict().items():
+            if value.dtype.is_floating_point:
+                noise = torch.randn(value.shape, generator=generator) * 0.05
+                value.copy_(noise.abs() + 0.5 if key.endswith("running_var") else noise)
+
+
+def check(timm: Any) -> None:
+    """mtlbench's encoders against timm's models with the same random weights (module docstring)."""
+    from mtlbench.models.checkpoints import load_into
+    from mtlbench.models.encoders import build_encoder
+
+    torch.manual_seed(0)
+    cases = [
+        ("vit_t16", "vit_tiny_patch16_384", (64, 96)),
+        ("vit_b16", "vit_base_patch16_224", (64, 96)),
+        ("vit_b16_clip", "vit_base_patch16_clip_384", (64, 96)),
+        ("vit_b14_reg4", "vit_base_patch14_reg4_dinov2", (56, 84)),
+        ("samvit_b16", "samvit_base_patch16", (64, 96)),
+    ]
+    for ours, name, size in cases:
+        reference = timm.create_model(name, pretrained=False, depth=3, num_classes=0).eval()
+        _randomise(reference)
+        encoder = build_encoder(ours, size, depth=3).eval()
+        load_into(encoder, reference.state_dict())
+        x = torch.randn(2, 3, *size)
+        with torch.no_grad():
+            if ours == "samvit_b16":
+                reference.patch_embed.strict_img_size = False
+                expected = reference.forward_features(x)
+            else:
+                reference.set_input_size(img_size=size)
+                tokens = reference.forward_features(x)[:, reference.num_prefix_tokens :]
+                grid = (size[0] // encoder.stride, size[1] // encoder.stride)
+                expected = tokens.transpose(1, 2).reshape(2, -1, *grid)
+            got = encoder(x)
+        print(f"{ours} vs timm {name}: {tuple(got.shape)}, max |difference| {float((got - expected).abs().max()):.2e}")
+    reference = timm.create_model("hrnet_w18", pretrained=False).eval()
+    _randomise(reference)
+    encoder = build_encoder("hrnet_w18", (64, 64)).eval()
+    load_into(encoder, reference.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        stem = reference.act2(reference.bn2(reference.conv2(reference.act1(reference.bn1(reference.conv1(x))))))
+        branches = reference.stages(stem)
+        size = branches[0].shape[-2:]
+        expected = torch.cat(
+            [branches[0]] + [F.interpolate(b, size=size, mode="bilinear", align_corners=False) for b in branches[1:]], 1
+        )
+        got = encoder(x)
+    print(
+        f"hrnet_w18 vs timm hrnet_w18: {tuple(got.shape)}, max |difference| {float((got - expected).abs().max()):.2e}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timm-path", default="/tmp/timm_pkgs", help="folder timm was installed into (--target)")
+    parser.add_argument("--check", action="store_true", help="compare the encoders' outputs with timm's instead")
     args = parser.parse_args()
     sys.meta_path.insert(0, _StubFinder())
     sys.path.insert(0, args.timm_path)
     import timm
+
+    if args.check:
+        check(timm)
+        return
 
     command = (
         "python -m pip install --no-deps --target /tmp/timm_pkgs timm==1.0.31 huggingface_hub==0.36.0; "
