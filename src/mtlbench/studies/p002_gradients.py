@@ -362,7 +362,8 @@ class Gradients002(SweepStudy):
                     if kind == "wnorm":
                         ax.set_yscale("log")
                     ax.set_xlabel("epoch", fontsize=8)
-                    ax.legend(fontsize=6)
+                    if entries:
+                        ax.legend(fontsize=6)
         fig.tight_layout()
         context.out.mkdir(parents=True, exist_ok=True)
         path = context.out / "gradients_002.png"
