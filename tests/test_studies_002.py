@@ -314,3 +314,23 @@ def test_foundation_models_fall_back_to_resnet18_without_vits(monkeypatch: pytes
         outcome = study.outcome(scale)
         assert [s.label for s in study._plan(context, outcome)] == labels
         assert "ViT encoders" in outcome.notes[0] and "missing" in outcome.notes[0]
+
+
+@pytest.mark.parametrize("name", ["002-imbalance", "002-avgnorm", "002-gradients", "002-data", "002-architectures"])
+def test_sweeps_parse_at_every_scale(name: str) -> None:
+    """Every sweep of the study gives a valid spec at smoke/cpu/paper scale (no training)."""
+    study = STUDIES[name]()
+    for scale in ("smoke", "cpu", "paper"):
+        for sweep in study.sweeps:
+            if scale not in sweep.scales:
+                continue
+            spec, _ = study.spec_for(sweep, scale)
+            assert spec.problem in ("nyud", "pascal_context")
+            if scale != "paper":
+                assert spec.problem_options["source"] == "synthetic"
+            if name == "002-gradients":
+                assert spec.settings["grad_metrics_every"] >= 1
+            if name == "002-data" and sweep.label != "clean":
+                assert spec.tasks == "S_D_N"
+                chosen = spec.problem_options.get("subsample") or spec.problem_options.get("label_noise")
+                assert chosen, sweep.label
