@@ -226,3 +226,20 @@ def test_celeba_trains_at_forty_tasks(data_root: Path, tmp_path: Path, method: s
     # three test images: every accuracy is a multiple of 1/3
     for metrics in result.test_metrics.values():
         assert round(metrics["acc"] * 3, 9) in (0, 1, 2, 3)
+
+
+def test_the_celeba_spec_is_003s_protocol_at_every_scale() -> None:
+    from mtlbench.sweeps import load_spec
+
+    kurin = ["unit_scal", "mgda_ub", "imtl", "pcgrad", "graddrop", "rlw_dirichlet", "rlw_normal"]
+    for scale in ("smoke", "cpu", "paper"):
+        spec = load_spec("celeba", scale)
+        assert spec.problem == "celeba" and spec.tasks == "all"
+        assert spec.methods[:7] == kurin and {"cagrad", "nash_mtl", "famo", "edm", "cdtt"} <= set(spec.methods)
+        assert spec.settings["selection"] == "mean_metric:acc" and spec.settings["objective"] == "sum"
+        assert spec.method_grids["mgda_ub"]["lr"] == [0.0005] and spec.method_grids["imtl"]["lr"] == [0.0005]
+    paper = load_spec("celeba", "paper")
+    assert paper.grid["weight_decay"] == [0.0, 0.0001, 0.001] and paper.grid["lr"] == [0.001]
+    assert paper.settings["batch_size"] == 128 and paper.settings["epochs"] == 50
+    assert paper.settings["scheduler"] == "exponential" and paper.settings["scheduler_gamma"] == 0.95
+    assert paper.problem_options["dropout_layout"] == "kurin" and not paper.references.enabled
