@@ -74,7 +74,7 @@ class CelebA003(Accuracy003):
         "smoke": ScaleInfo("generated attributes, 12 methods, 64 images, width 2, 1 epoch, 2 seeds", 64, 0.05),
         "cpu": ScaleInfo("generated attributes, 12 methods, 512 images, width 8, 3 epochs, 2 seeds", 64, 1.0),
         "paper": ScaleInfo(
-            "003's protocol on CelebA: 3 l2 values, 50 epochs, 3 seeds (+40x3 references)", 192, 2500.0, 300.0
+            "003's protocol on CelebA: 3 l2 values, 50 epochs, 3 seeds (+40 references)", 124, 1600.0, 200.0
         ),
     }
     label = LABEL
@@ -103,6 +103,14 @@ class CelebA003(Accuracy003):
             LABEL,
             overlays={
                 "test": test_scale_overlay(["unit_scal", "pcgrad"]),
+                # the sweep runner needs the 40 references (003 reports no Delta_m): one run each
+                "paper": {
+                    "references": {
+                        "enabled": True,
+                        "final_seeds": 1,
+                        "grid": {"lr": [1e-3], "weight_decay": [0.0], "dropout": [0.0]},
+                    }
+                },
             },
             stand_in=stand_ins.celeba("kurin"),
         ),
