@@ -59,3 +59,24 @@ def test_tables_a3_a6_as_printed() -> None:
     assert table[("nyuv2", "deeplabv3plus", "STL", "adam")].delta_m is None
     assert common.best_lr("nyuv2", "segnet", "cagrad") == 0.0001
     assert common.best_lr("nyuv2", "deeplabv3plus", "imtl", "sgd") == 0.05
+
+
+@pytest.mark.parametrize("second", [0.1, 0.01])
+def test_free_runs_show_the_invariances(second: float) -> None:
+    from mtlbench.studies.p001_uw_optimal import run_free
+
+    def pair(weighting: str, optimizer: str, frozen: bool) -> tuple:
+        common = {"frozen_backbone": frozen, "epochs": 1, "n_samples": 64}
+        return run_free(weighting, optimizer, **common), run_free(weighting, optimizer, scales=(10.0, second), **common)
+
+    plain, scaled = pair("ew", "adam", True)  # Adam, frozen backbone: the head updates agree
+    for group in ("head1", "head2"):
+        assert scaled.update_norm[group] == pytest.approx(plain.update_norm[group], rel=1e-6)
+        assert scaled.grad_norm[group] != pytest.approx(plain.grad_norm[group], rel=1e-2)  # gradients do not
+    assert scaled.weighted[0][0] == pytest.approx(10 * scaled.losses[0][0])  # the loss the optimizer sees
+    plain, scaled = pair("ew", "sgd", True)  # SGD: the first head's update grows about 10x
+    assert scaled.update_norm["head1"][0] > 3 * plain.update_norm["head1"][0]
+    plain, scaled = pair("uw_optimal", "sgd", False)  # UW-O: everything agrees, backbone included
+    for group in ("backbone", "head1", "head2"):
+        assert scaled.update_norm[group] == pytest.approx(plain.update_norm[group], rel=1e-6)
+    assert scaled.weighted[0] == pytest.approx([1.0, 1.0])  # each L_t / L_t

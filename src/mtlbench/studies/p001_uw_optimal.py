@@ -230,6 +230,68 @@ def run_configuration(
     return trace
 
 
+@dataclass
+class FreeTrace:
+    """Per epoch of one free run (001 Figs. A1/A2): the mean raw loss per task (before the scaling), the mean
+    loss the optimizer sees per task (scaled and weighted), and per parameter group the RMS over the epoch's
+    steps of the gradient norm and of the update norm."""
+
+    losses: list[list[float]] = field(default_factory=list)
+    weighted: list[list[float]] = field(default_factory=list)
+    grad_norm: dict[str, list[float]] = field(default_factory=lambda: {g: [] for g in GROUPS})
+    update_norm: dict[str, list[float]] = field(default_factory=lambda: {g: [] for g in GROUPS})
+
+
+def run_free(
+    weighting: str,
+    optimizer: str,
+    *,
+    frozen_backbone: bool,
+    scales: tuple[float, float] = (1.0, 1.0),
+    epochs: int = 100,
+    n_samples: int = 1024,
+    batch_size: int = 32,
+    seed: int = 0,
+    sgd_lr: float = 0.01,
+    adam_lr: float = 1e-3,
+) -> FreeTrace:
+    """Train one configuration of 001's toy on its own (losses scaled by ``scales``), as 001's figures draw
+    it: the same data, initialisation and batch order as :func:`run_configuration`."""
+    import math
+
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(n_samples, 1, generator=generator, dtype=torch.float64)
+    targets = torch.cat([2.0 * x, 2.0 * x], dim=1)
+    learner = _Learner(weighting, optimizer, frozen_backbone, scales, seed, sgd_lr, adam_lr)
+    order = torch.Generator().manual_seed(seed + 1)
+    scale = torch.tensor(scales, dtype=torch.float64)
+    trace = FreeTrace()
+    for _ in range(epochs):
+        grad_sq = {g: 0.0 for g in GROUPS}
+        update_sq = {g: 0.0 for g in GROUPS}
+        raw = torch.zeros(2, dtype=torch.float64)
+        seen = torch.zeros(2, dtype=torch.float64)
+        steps = 0
+        for batch in torch.randperm(n_samples, generator=order).split(batch_size):
+            delta, grads, losses = learner.update(x[batch], targets[batch])
+            weights = torch.ones(2, dtype=torch.float64) if weighting == "ew" else 1.0 / losses.clamp_min(1e-12)
+            for name, d, g in zip(learner.names, delta, grads, strict=True):
+                grad_sq[name] += float(g.norm()) ** 2
+                update_sq[name] += float(d.norm()) ** 2
+            learner.apply(delta)
+            raw += losses / scale
+            seen += weights * losses
+            steps += 1
+        trace.losses.append((raw / steps).tolist())
+        trace.weighted.append((seen / steps).tolist())
+        for g in GROUPS:
+            trace.grad_norm[g].append(math.sqrt(grad_sq[g] / steps))
+            trace.update_norm[g].append(math.sqrt(update_sq[g] / steps))
+    return trace
+
+
 @register_study
 class UwOptimal001(Study):
     name = "001-uw-optimal"
