@@ -37,6 +37,7 @@ MODELS = {
     "resnet18": ("resnet18", 224),
     "resnet50": ("resnet50", 224),
     "hrnet_w18": ("hrnet_w18", 224),
+    "hrnet_w18_small_v2": ("hrnet_w18_small_v2", 224),
     "vit_t16_224": ("vit_tiny_patch16_224", 224),
     "vit_t16_384": ("vit_tiny_patch16_384", 384),
     "vit_b16_224": ("vit_base_patch16_224", 224),
@@ -122,9 +123,11 @@ def check(timm: Any) -> None:
                 expected = tokens.transpose(1, 2).reshape(2, -1, *grid)
             got = encoder(x)
         print(f"{ours} vs timm {name}: {tuple(got.shape)}, max |difference| {float((got - expected).abs().max()):.2e}")
+    from mtlbench.models.hrnet import HRNet
+
     reference = timm.create_model("hrnet_w18", pretrained=False).eval()
     _randomise(reference)
-    encoder = build_encoder("hrnet_w18", (64, 64)).eval()
+    encoder = HRNet("hrnet_w18", fusion="nearest").eval()  # timm's fusion (mtlbench's default: bilinear)
     load_into(encoder, reference.state_dict())
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():

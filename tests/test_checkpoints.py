@@ -180,6 +180,7 @@ def test_named_sources_set_encoder_and_normalization() -> None:
         "timm:vit_base_patch14_reg4_dinov2": ("vit_b14_reg4", "imagenet"),
         "timm:resnet50": ("resnet50", "imagenet"),
         "timm:hrnet_w18": ("hrnet_w18", "imagenet"),
+        "timm:hrnet_w18_small_v2": ("hrnet_w18_small_v2", "imagenet"),
     }
     for source, (encoder, normalization) in expected.items():
         values = create_problem("nyud", source="synthetic", encoder_weights=source).option_values

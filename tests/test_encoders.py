@@ -53,7 +53,7 @@ def test_output_strides_and_channels() -> None:
         size = (56, 84) if name == "vit_b14_reg4" else (64, 96)
         module = build_encoder(name, size, width=8, depth=1).eval()
         shapes[name] = tuple(module(x[..., : size[0], : size[1]]).shape)
-    assert shapes["hrnet_w18"] == (2, 2 + 4 + 8 + 16, 16, 24)  # 18 * 8 / 64 rounded: branches 2, 4, 8, 16
+    assert shapes["hrnet_w18"] == shapes["hrnet_w18_small_v2"] == (2, 2 + 4 + 8 + 16, 16, 24)  # 18 * 8 / 64 -> 2
     assert shapes["vit_t16"] == (2, 24, 4, 6)  # 192 * 8 / 64
     assert shapes["vit_b16"] == shapes["vit_b16_clip"] == (2, 96, 4, 6)
     assert shapes["vit_b14_reg4"] == (2, 96, 4, 6)
@@ -188,7 +188,7 @@ def test_table_ix_presets(dataset: str) -> None:
     hrnet = load_spec(f"{dataset}_002_hrnet")
     vit = load_spec(f"{dataset}_002_vit")
     resnet = load_spec(f"{dataset}_002")
-    assert hrnet.problem_options["encoder"] == "hrnet_w18" and vit.problem_options["encoder"] == "vit_b16"
+    assert hrnet.problem_options["encoder"] == "hrnet_w18_small_v2" and vit.problem_options["encoder"] == "vit_b16"
     assert vit.problem_options["encoder_weights"] == "timm:vit_base_patch16_384.augreg_in1k"  # 002 Table VIII
     for spec, optimizer, lr, wd, batch, clip in (
         (hrnet, "adam", 1e-4, 1e-4, 6, 0.0),

@@ -64,6 +64,9 @@ SOURCES: dict[str, Source] = {
     "resnet18.tv_in1k": Source("resnet18", "imagenet", "torchvision resnet18 IMAGENET1K_V1"),
     "resnet50.tv_in1k": Source("resnet50", "imagenet", "torchvision resnet50 IMAGENET1K_V1"),
     "hrnet_w18.ms_aug_in1k": Source("hrnet_w18", "imagenet", "HRNet-Image-Classification W18 (timm's default tag)"),
+    "hrnet_w18_small_v2.ms_in1k": Source(
+        "hrnet_w18_small_v2", "imagenet", "HRNet-Image-Classification hrnet_w18_small_model_v2.pth (MTI-Net's)"
+    ),
     "vit_tiny_patch16_384.augreg_in21k_ft_in1k": Source("vit_t16", "inception", "AugReg ViT-Ti/16 in21k->in1k, 384"),
     "vit_base_patch16_384.augreg_in1k": Source("vit_b16", "inception", "AugReg ViT-B/16 in1k, 384 (002: ViT IN-1k)"),
     "vit_base_patch16_224.augreg_in21k": Source("vit_b16", "inception", "AugReg ViT-B/16 in21k (002: IN-21k)"),
@@ -85,6 +88,7 @@ ALIASES = {
     "resnet18": "resnet18.tv_in1k",
     "resnet50": "resnet50.tv_in1k",
     "hrnet_w18": "hrnet_w18.ms_aug_in1k",
+    "hrnet_w18_small_v2": "hrnet_w18_small_v2.ms_in1k",  # MTI-Net's file (timm's default tag is gluon_in1k)
 }
 HUB_ENDPOINT = "https://huggingface.co"
 DOWNLOAD_TIMEOUT = 10.0

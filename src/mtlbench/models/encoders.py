@@ -2,7 +2,8 @@
 
 - ``resnet18``, ``resnet50``: dilated ResNet (output stride 8) and one DeepLab ASPP head per task
   (:mod:`mtlbench.models.resnet`, built by the problem as before);
-- ``hrnet_w18``: HRNet-W18 (:mod:`mtlbench.models.hrnet`), its four branches concatenated at 1/4, and
+- ``hrnet_w18``, ``hrnet_w18_small_v2`` (the one MTI-Net's code builds): HRNet-W18 and W18-Small-v2
+  (:mod:`mtlbench.models.hrnet`), the four branches concatenated at 1/4, and
   MTI-Net's ``HighResolutionHead`` per task (:class:`HRNetHead`);
 - ``vit_t16``, ``vit_b16``, ``vit_b16_clip``, ``vit_b14_reg4`` (:mod:`mtlbench.models.vit`) and
   ``samvit_b16`` (:mod:`mtlbench.models.sam_vit`): the last layer's patch features (SAM: its neck) and a
@@ -24,9 +25,11 @@ from mtlbench.errors import UserInputError
 from mtlbench.models.base import MultiTaskModel
 
 RESNETS = ("resnet18", "resnet50")
-ENCODERS = (*RESNETS, "hrnet_w18", "vit_t16", "vit_b16", "vit_b16_clip", "vit_b14_reg4", "samvit_b16")
+HRNETS = ("hrnet_w18", "hrnet_w18_small_v2")
+ENCODERS = (*RESNETS, *HRNETS, "vit_t16", "vit_b16", "vit_b16_clip", "vit_b14_reg4", "samvit_b16")
 ENCODER_HELP = (
-    "backbone: resnet18/resnet50 (dilated, ASPP heads), hrnet_w18 (MTI-Net head), vit_t16, vit_b16, "
+    "backbone: resnet18/resnet50 (dilated, ASPP heads), hrnet_w18, hrnet_w18_small_v2 (MTI-Net's; MTI-Net "
+    "head), vit_t16, vit_b16, "
     "vit_b16_clip, vit_b14_reg4 (DINOv2), samvit_b16 (SAM) (README, Encoders)"
 )
 #: encoder -> (manifest stem, input size (H, W) of that checkpoint) for each public checkpoint size
@@ -34,6 +37,7 @@ MANIFESTS: dict[str, tuple[tuple[str, int], ...]] = {
     "resnet18": (("resnet18", 224),),
     "resnet50": (("resnet50", 224),),
     "hrnet_w18": (("hrnet_w18", 224),),
+    "hrnet_w18_small_v2": (("hrnet_w18_small_v2", 224),),
     "vit_t16": (("vit_t16_224", 224), ("vit_t16_384", 384)),
     "vit_b16": (("vit_b16_224", 224), ("vit_b16_384", 384)),
     "vit_b16_clip": (("vit_b16_clip_384", 384),),
@@ -41,7 +45,7 @@ MANIFESTS: dict[str, tuple[tuple[str, int], ...]] = {
     "samvit_b16": (("samvit_b16_1024", 1024),),
 }
 #: the size each encoder's input must be a multiple of (patch size; 8 for the dilated ResNets' heads)
-DIVISORS = {"resnet18": 8, "resnet50": 8, "hrnet_w18": 32, "vit_b14_reg4": 14}
+DIVISORS = {"resnet18": 8, "resnet50": 8, "hrnet_w18": 32, "hrnet_w18_small_v2": 32, "vit_b14_reg4": 14}
 
 
 def divisor(encoder: str) -> int:
@@ -90,8 +94,8 @@ def build_encoder(name: str, size: tuple[int, int], *, width: int = 64, depth: i
     from mtlbench.models.sam_vit import SamViT
     from mtlbench.models.vit import VisionTransformer
 
-    if name == "hrnet_w18":
-        return HRNet(width=width, depth=depth)
+    if name in HRNETS:
+        return HRNet(name, width=width, depth=depth)
     if name == "samvit_b16":
         return SamViT(size, width=width, depth=depth)
     if name in ENCODERS and name not in RESNETS:
@@ -105,7 +109,7 @@ def build_model(
     """``name``'s encoder with one head per task (``outputs``: task -> channels) at input ``size`` = (H, W)."""
     encoder = build_encoder(name, size, width=width, depth=depth)
     stride = int(encoder.stride)
-    if name == "hrnet_w18":
+    if name in HRNETS:
         heads = {task: HRNetHead(encoder.out_channels, n, stride) for task, n in outputs.items()}
     else:
         channels = max(1, round(256 * width / 64))

@@ -30,8 +30,10 @@ Transforms (``transform`` option):
 - ``mtinet`` (MTI-Net ``FixedResize``): every image is resized to the resolution (bilinear image, nearest
   targets); training adds the horizontal flip.
 
-Model: dilated ResNet-18/50 (output stride 8) shared, one DeepLab ASPP head per task upsampled x8 (002's
-ResNet setup; the encoder's ImageNet weights through ``encoder_weights``).
+Model (``encoder``): dilated ResNet-18/50 (output stride 8) shared, one DeepLab ASPP head per task upsampled
+x8 (002's ResNet setup), or 002's HRNet-W18 / ViT / CLIP / DINOv2 / SAM backbones with their heads
+(:mod:`mtlbench.models.encoders`); ``encoder_weights`` (a file or ``timm:NAME``), ``normalization`` and
+``freeze_encoder`` as :mod:`mtlbench.models.checkpoints`.
 """
 
 from __future__ import annotations
