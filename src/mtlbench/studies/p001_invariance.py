@@ -37,7 +37,7 @@ from mtlbench.studies.base import (
 from mtlbench.studies.p001_uw_optimal import ADAM_EPS, CONFIGS, GROUPS, TOLERANCE
 
 #: scale -> (epochs, samples; batch 32)
-SIZES = {"test": (2, 256), "smoke": (20, 1024), "cpu": (100, 1024), "paper": (100, 1024)}
+SIZES = {"test": (1, 128), "smoke": (20, 1024), "cpu": (100, 1024), "paper": (100, 1024)}
 
 #: task 2's scale: 0.1 (001's text and captions) and 0.01 (001's list of experiments)
 SECOND_SCALES = (0.1, 0.01)
@@ -72,7 +72,7 @@ class Invariance001(Study):
     problems = ("generated two-head toy",)
     description = "001's toy: losses, gradient and update magnitudes per parameter group, scaled 10x/0.1 and 10x/0.01."
     scales: ClassVar[dict[str, ScaleInfo]] = {
-        "test": ScaleInfo("every experiment, both scalings, 2 epochs of 256 samples", 56, 0.003),
+        "test": ScaleInfo("every experiment, both scalings, 1 epoch of 128 samples", 56, 0.003),
         "smoke": ScaleInfo("every experiment, both scalings, 20 epochs", 56, 0.02),
         "cpu": ScaleInfo("every experiment, both scalings, 100 epochs (001's length)", 56, 0.1),
         "paper": ScaleInfo("every experiment, both scalings, 100 epochs", 56, 0.1, 0.0),
