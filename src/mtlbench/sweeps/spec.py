@@ -324,8 +324,13 @@ def parse_spec(
     if not isinstance(grid_problem, str) or not grid_problem:
         raise UserInputError(f"{source}: grid_problem: must be a problem name, got {grid_problem!r}")
 
+    # a scale that runs fewer methods keeps the file's grids and parameters of the others, unused
+    spec_methods = raw.get("methods") if isinstance(raw.get("methods"), list) else methods
+    dropped = {m for m in spec_methods if m not in methods}
     method_grids: dict[str, dict[str, list[Any]]] = {}
     for method, table in _table(data.get("method_grids"), source, "method_grids").items():
+        if method in dropped:
+            continue
         if method not in methods:
             raise UserInputError(f"{source}: method_grids.{method}: not in methods; allowed: {', '.join(methods)}")
         grid = _table(table, source, f"method_grids.{method}")
@@ -335,6 +340,8 @@ def parse_spec(
         }
     method_params: dict[str, dict[str, Any]] = {}
     for method, table in _table(data.get("method_params"), source, "method_params").items():
+        if method in dropped:
+            continue
         if method not in methods:
             raise UserInputError(f"{source}: method_params.{method}: not in methods; allowed: {', '.join(methods)}")
         method_params[method] = _table(table, source, f"method_params.{method}")
