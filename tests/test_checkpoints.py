@@ -30,6 +30,15 @@ from mtlbench.training import RunConfig
 from mtlbench.training.trainer import Session
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny convolutions on a shared machine: one thread is several times faster than two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _random_state(module: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     state = {}

@@ -24,6 +24,16 @@ from mtlbench.models.sam_vit import rel_pos_bias, window_partition, window_unpar
 from mtlbench.problems import create_problem
 from mtlbench.training import RunConfig, Trainer
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny convolutions on a shared machine: one thread is several times faster than two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 CHECKPOINTS = [(encoder, stem, size) for encoder, items in MANIFESTS.items() for stem, size in items]
 
 
