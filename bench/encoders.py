@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from mtlbench.models.encoders import ENCODERS, RESNETS
+from mtlbench.models.encoders import ENCODERS, HRNETS, RESNETS
 from mtlbench.problems import create_problem
 from mtlbench.training.config import RunConfig
 from mtlbench.training.trainer import Session
@@ -43,7 +43,7 @@ def _status(field: str) -> int:
 
 def setup(encoder: str) -> dict:
     """002's Table IX setting of ``encoder``'s family."""
-    vit = encoder not in RESNETS and encoder != "hrnet_w18"
+    vit = encoder not in RESNETS and encoder not in HRNETS
     return {
         "resolution": "574x448" if encoder == "vit_b14_reg4" else "576x448",
         "batch": 4 if vit else 6,
