@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from mtlbench.studies import register_study, stand_ins
 from mtlbench.studies.base import Claim, ClaimResult, Published, ScaleInfo, StudyContext, StudyOutcome
-from mtlbench.studies.p003_common import SEVEN, SHORTLIST_000, Accuracy003, ratio_published
+from mtlbench.studies.p003_common import SEVEN, SHORTLIST_000, Accuracy003, mean_of, ratio_published, ratio_range
 from mtlbench.studies.sweep_study import StudySweep, test_scale_overlay
 
 LABEL = "CelebA"
@@ -41,22 +41,10 @@ RLW_FACTOR = 1.05
 TOLERANCE = 0.1
 
 
-def in_range(ratios: Mapping[str, float | None], methods: tuple[str, ...], low: float, high: float) -> Any:
-    """Qualitative: every method's mean runtime factor lies in [low, high] widened by :data:`TOLERANCE`."""
-    from mtlbench.analysis import claims as verdicts
-
-    shown = {m: ratios.get(m) for m in methods if ratios.get(m) is not None}
-    if not shown:
-        return verdicts.Check(verdicts.INCONCLUSIVE, "none of these methods timed at this scale")
+def in_range(ratios: Mapping[str, Mapping[int, float]], methods: tuple[str, ...], low: float, high: float) -> Any:
+    """Every method's runtime factor in [low, high] widened by :data:`TOLERANCE` (:func:`ratio_range`)."""
     lo, hi = low * (1 - TOLERANCE), high * (1 + TOLERANCE)
-    detail = f"in [{lo:.3g}, {hi:.3g}] ({low:g}-{high:g} widened by {TOLERANCE:.0%}): " + ", ".join(
-        f"{m} {r:.2f}x" for m, r in shown.items()
-    )
-    if len(shown) < len(methods):
-        detail += "; not timed: " + ", ".join(m for m in methods if m not in shown)
-        inside = all(lo <= r <= hi for r in shown.values())
-        return verdicts.Check(verdicts.INCONCLUSIVE if inside else verdicts.DOES_NOT_HOLD, detail)
-    return verdicts.qualitative(all(lo <= r <= hi for r in shown.values()), detail)
+    return ratio_range(ratios, methods, lo, hi, what=f"{low:g}-{high:g} widened by {TOLERANCE:.0%}; ")
 
 
 @register_study
@@ -132,14 +120,14 @@ class CelebA003(Accuracy003):
     def more(self, outcome: StudyOutcome, reports: Mapping[str, Any], context: StudyContext, **values: Any) -> None:
         from mtlbench.analysis import claims as verdicts
 
-        ratios: dict[str, float | None] = values["ratios"]
+        ratios: dict[str, dict[int, float]] = values["ratios"]
         declared = {c.key: c for c in self.claims()}
-        seven = {m: r for m, r in ratios.items() if m in SEVEN and r is not None}
+        seven = {m: mean_of(r) for m, r in ratios.items() if m in SEVEN and r}
         if "pcgrad" not in seven or len(seven) < 2:
             check = verdicts.Check(verdicts.INCONCLUSIVE, "PCGrad and another of the seven must be timed")
         else:
-            slowest = max(seven, key=lambda m: seven[m])
-            detail = ", ".join(f"{m} {r:.2f}x" for m, r in sorted(seven.items(), key=lambda kv: -kv[1]))
+            slowest = max(seven, key=lambda m: seven[m] or 0.0)
+            detail = ", ".join(f"{m} {r:.2f}x" for m, r in sorted(seven.items(), key=lambda kv: -(kv[1] or 0.0)))
             check = verdicts.qualitative(slowest == "pcgrad", f"slowest: {slowest} ({detail})")
             if len(seven) < len(SEVEN) and check.verdict == verdicts.HOLDS:
                 check = verdicts.Check(verdicts.INCONCLUSIVE, check.detail + f"; {len(seven)} of 7 timed")
