@@ -221,6 +221,23 @@ def test_normalization_maps_the_same_pixels() -> None:
         assert torch.allclose(batches[name] * std + mean, raw, atol=1e-5)
 
 
+def test_normalization_in_the_invpt_training_transform() -> None:
+    """Augmented training batches (scale, crop, flip, colour, padding) with the same draws: the same pixels."""
+    batches = {}
+    for name in ("imagenet", "clip"):
+        problem = create_problem(
+            "nyud", source="synthetic", resolution="48x40", synthetic_size=32, n_images=8, normalization=name
+        )
+        batches[name] = problem.make_batch("train", [0, 1, 2], augment_with=torch.Generator().manual_seed(5)).inputs
+    padded = (batches["imagenet"] == 0).all(1, keepdim=True)  # padding is 0 after normalisation
+    assert bool(padded.any()) and torch.equal(padded, (batches["clip"] == 0).all(1, keepdim=True))
+    raw = {}
+    for name in ("imagenet", "clip"):
+        mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in NORMALIZATIONS[name])  # type: ignore[misc]
+        raw[name] = torch.where(padded, 0.0, batches[name] * std + mean)
+    assert torch.allclose(raw["imagenet"], raw["clip"], atol=1e-5)
+
+
 @pytest.mark.parametrize("encoder", ["resnet18", "hrnet_w18", "vit_t16"])
 def test_frozen_encoder_keeps_parameters_and_batch_norm_statistics(tmp_path: Path, encoder: str) -> None:
     options = {"source": "synthetic", "resolution": "32x32", "width": 4, "n_images": 8, "synthetic_size": 32}
