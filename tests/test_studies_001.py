@@ -80,3 +80,39 @@ def test_free_runs_show_the_invariances(second: float) -> None:
     for group in ("backbone", "head1", "head2"):
         assert scaled.update_norm[group] == pytest.approx(plain.update_norm[group], rel=1e-6)
     assert scaled.weighted[0] == pytest.approx([1.0, 1.0])  # each L_t / L_t
+
+
+def test_pareto_counts_of_the_optimizer_study(monkeypatch) -> None:
+    import pandas as pd
+
+    from mtlbench.studies.p001_optimizers import Optimizers001
+
+    rows = [  # S.miou, S.acc, D.abs_err, D.rel_err
+        ("adam", "unit_scal", 0.50, 0.80, 0.10, 0.20),  # A: on the front
+        ("adam", "uw", 0.40, 0.70, 0.20, 0.30),  # B: dominated by A and by C
+        ("sgd", "unit_scal", 0.45, 0.85, 0.15, 0.25),  # C: on the front (best accuracy)
+        ("sgd", "uw", 0.30, 0.60, 0.30, 0.40),  # D: dominated by A
+        ("sgd", "imtl", 0.05, 0.99, 0.01, 0.01),  # E: dominates nothing it loses on mIoU; dropped on real data
+    ]
+    columns = ["optimizer", "method", "S.miou", "S.acc", "D.abs_err", "D.rel_err"]
+    study = Optimizers001()
+    monkeypatch.setattr(Optimizers001, "_real", staticmethod(lambda dataset: True))
+    counts = study._pareto(pd.DataFrame(rows, columns=columns), "cityscapes")
+    assert counts["adam"] == {"valid": 2, "po_full": 1, "po_other": 1, "per_method": counts["adam"]["per_method"]}
+    assert counts["adam"]["per_method"]["unit_scal"] == 1 and counts["adam"]["per_method"]["uw"] == 0
+    assert (counts["sgd"]["valid"], counts["sgd"]["po_full"], counts["sgd"]["po_other"]) == (2, 1, 1)
+    monkeypatch.setattr(Optimizers001, "_real", staticmethod(lambda dataset: False))  # stand-ins keep E
+    counts = study._pareto(pd.DataFrame(rows, columns=columns), "cityscapes")
+    assert (counts["sgd"]["valid"], counts["sgd"]["po_full"]) == (3, 2)  # E is on the front too (best errors)
+    assert counts["adam"]["po_other"] == 1  # A survives E (mIoU)
+
+
+def test_optimizer_study_shows_001_delta_m_in_our_sign() -> None:
+    from mtlbench.studies.p001_optimizers import Optimizers001
+
+    cells = {c.key: c for c in Optimizers001().cells()}
+    cell = cells["nyuv2-segnet/adam/cagrad/delta_m"]  # Table A5: CAGrad + Adam -0.65 (lower is better)
+    assert cell.published.value == -0.65 and cell.published.direction == "lower"
+    assert cell.published.converted == 0.65 and cell.direction == "higher"
+    assert cells["cityscapes-segnet/sgd/po_full"].published.value == 0
+    assert cells["nyuv2-deeplabv3plus/adam/po_other"].published.value == 31
