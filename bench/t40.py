@@ -83,7 +83,11 @@ def step_table(args: argparse.Namespace) -> None:
         times, share = time_method(name, batch, steps)
         wall = time.perf_counter() - start
         rows.append((name, batch, statistics.median(times), share))
-        print(f"# {name} batch {batch}: {[round(t, 2) for t in times]} s (wall {wall:.0f} s)", file=sys.stderr)
+        print(
+            f"# {name} batch {batch}: {[round(t, 2) for t in times]} s, solver {100 * share:.1f}% (wall {wall:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
     base = {batch: seconds for name, batch, seconds, _ in rows if name == "unit_scal"}
     print("\n### T=40, 003's ResNet-18 (width 64) on 64x64 images, 1 thread, thread CPU time\n")
     print("| method | kind | batch | s/step | × Unit. Scal. | solver share | 003 (per epoch, GPU) |")
