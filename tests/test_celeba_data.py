@@ -243,3 +243,40 @@ def test_the_celeba_spec_is_003s_protocol_at_every_scale() -> None:
     assert paper.settings["batch_size"] == 128 and paper.settings["epochs"] == 50
     assert paper.settings["scheduler"] == "exponential" and paper.settings["scheduler_gamma"] == 0.95
     assert paper.problem_options["dropout_layout"] == "kurin" and not paper.references.enabled
+
+
+def test_stored_reference_runs_keep_task_names_with_underscores() -> None:
+    """The sweep's store lookup finds a reference run's selected values for 5_o_Clock_Shadow (not '5', 'o', ...)."""
+    import pandas as pd
+
+    from mtlbench.sweeps.plan import lookup
+
+    prefix = "summary.selected."
+    frame = pd.DataFrame(
+        [
+            {
+                "id": 1,
+                "config_hash": "a",
+                "status": "completed",
+                "tasks": "5_o_Clock_Shadow",
+                f"{prefix}5_o_Clock_Shadow.acc.val": 0.75,
+                f"{prefix}Bald.acc.val": float("nan"),
+            },
+            {
+                "id": 2,
+                "config_hash": "b",
+                "status": "completed",
+                "tasks": "Bald",
+                f"{prefix}5_o_Clock_Shadow.acc.val": float("nan"),
+                f"{prefix}Bald.acc.val": 0.5,
+            },
+        ]
+    )
+
+    class Store:
+        def runs(self, config_hash):
+            return frame[frame["config_hash"].isin(config_hash)]
+
+    found = lookup(Store(), ["a", "b"])
+    assert found["a"].selected == {"5_o_Clock_Shadow": {"acc": {"val": 0.75}}}
+    assert found["b"].selected == {"Bald": {"acc": {"val": 0.5}}}
