@@ -56,6 +56,8 @@ TABLE_A2 = {
     ("nyuv2", "deeplabv3plus", "adam"): (2, 2, 0, 6, 1, 5),
     ("nyuv2", "deeplabv3plus", "sgd"): (0, 1, 0, 2, 0, 4),
 }
+#: the fewest valid runs per optimizer and setup for a verdict on the Pareto counts
+MIN_RUNS = 5
 GRID = [0.5, 0.1, 0.05, 0.01, 0.005, 0.001, 0.0005, 0.0001, 0.00005, 0.00001]
 #: study scale -> (methods, lr grid, search seeds, final seeds)
 PLAN: dict[str, tuple[list[str], list[float], int, int]] = {
@@ -278,6 +280,11 @@ class Optimizers001(SweepStudy):
                 tables.append(self._count_table(dataset, network, found))
         if tables:
             outcome.tables["Pareto counts per method (Table A2; ours over this scale's runs)"] = "\n\n".join(tables)
+        delta_tables = [self._delta_table(outcome, dataset, network) for dataset, network in SETUPS]
+        delta_tables = [t for t in delta_tables if t]
+        if delta_tables:
+            title = "Best-lr Δm per method and optimizer (ours, higher is better) beside 001 Tables A3-A6 (x -1)"
+            outcome.tables[title] = "\n\n".join(delta_tables)
         self._claims_extra(outcome, reports, counts, context)
         self._figure(outcome, runs_by_setup, context)
 
@@ -370,6 +377,31 @@ class Optimizers001(SweepStudy):
         return has_dataset(dataset)
 
     @staticmethod
+    def _delta_table(outcome: StudyOutcome, dataset: str, network: str) -> str:
+        """Markdown: per method, our selected lr and Δm for each optimizer beside 001's lr and Δm (x -1)."""
+        rows = table_a3_a6()
+        ours = {r.cell.key: r for r in outcome.cells}
+        lines = []
+        for mto, method in METHODS.items():
+            cells = []
+            for optimizer in OPTIMIZERS:
+                result = ours.get(f"{dataset}-{network}/{optimizer}/{method}/delta_m")
+                paper = rows[(dataset, network, mto, optimizer)]
+                mine = "-" if result is None or result.ours is None else f"{result.ours:.2f} ({result.note})"
+                cells.append(f"{mine} | {-paper.delta_m:.2f} (lr {paper.lr:g})")  # type: ignore[operator]
+            if any(not c.startswith("-") for c in cells):
+                lines.append(f"| {mto} | " + " | ".join(cells) + " |")
+        if not lines:
+            return ""
+        head = [
+            f"**{dataset} {NETWORKS[network]}**",
+            "",
+            "| method | Adam: ours | Adam: 001 | SGD: ours | SGD: 001 |",
+            "|---|---|---|---|---|",
+        ]
+        return "\n".join(head + lines)
+
+    @staticmethod
     def _count_table(dataset: str, network: str, found: Mapping[str, Any]) -> str:
         lines = [
             f"**{dataset} {NETWORKS[network]}**",
@@ -422,7 +454,13 @@ class Optimizers001(SweepStudy):
 
         declared = {c.key: c for c in self.claims()}
         results: dict[str, verdicts.Check] = {}
-        if counts:
+        small = [f"{d}-{n}" for (d, n), c in counts.items() if min(c[o]["valid"] for o in OPTIMIZERS) < MIN_RUNS]
+        if counts and small:
+            for key in ("adam_more_po", "adam_po_wrt_sgd"):
+                results[key] = verdicts.Check(
+                    verdicts.INCONCLUSIVE, f"fewer than {MIN_RUNS} valid runs of an optimizer in {', '.join(small)}"
+                )
+        elif counts:
             more = {f"{d}-{n}": (c["adam"]["po_full"], c["sgd"]["po_full"]) for (d, n), c in counts.items()}
             results["adam_more_po"] = verdicts.qualitative(
                 all(a > s for a, s in more.values()),
