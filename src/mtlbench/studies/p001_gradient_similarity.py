@@ -190,7 +190,8 @@ class GradientSimilarity001(Study):
                     lr = 1e-3
                 config = run_config(s, "unit_scal", seed=seed, lr=lr, grad_metrics_every=every)
                 found.setdefault(label, {})[seed] = self._train(config)
-                context.note(f"{label} seed {seed}: {found[label][seed]}")
+                summary = ", ".join(f"{k} {v['mean']:.3f}" for k, v in found[label][seed].items())
+                context.note(f"{label} seed {seed}: {summary}")
         self._cells(outcome, found)
         self._claims(outcome, found)
         self._figure(outcome, found, context)
