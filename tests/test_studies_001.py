@@ -116,3 +116,23 @@ def test_optimizer_study_shows_001_delta_m_in_our_sign() -> None:
     assert cell.published.converted == 0.65 and cell.direction == "higher"
     assert cells["cityscapes-segnet/sgd/po_full"].published.value == 0
     assert cells["nyuv2-deeplabv3plus/adam/po_other"].published.value == 31
+
+
+def test_float_images_go_through_uint8_and_only_the_evaluated_rows_change() -> None:
+    class FakeNyu:  # nyuv2's layout: float images in [0, 1], test rows read through indices
+        name = "nyuv2"
+
+        def __init__(self) -> None:
+            rng = np.random.default_rng(0)
+            self._arrays = {"test": {"image": rng.random((3, 16, 24, 3)).astype(np.float32)}}
+            self._indices = {"test": np.array([0, 2])}
+
+    problem = FakeNyu()
+    clean = problem._arrays["test"]["image"].copy()
+    with test_images(problem) as swap:
+        swap("contrast", 5, 0)
+        out = problem._arrays["test"]["image"]
+        assert out.dtype == np.float32 and np.allclose(out * 255.0, np.round(out * 255.0), atol=1e-3)
+        assert np.array_equal(out[1], np.round(clean[1] * 255.0).astype(np.float32) / 255.0)  # not evaluated
+        assert out[0].std() < 0.2 * clean[0].std()  # contrast x0.05 (uint8 truncation aside)
+    assert np.array_equal(problem._arrays["test"]["image"], clean)
