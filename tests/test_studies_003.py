@@ -110,6 +110,7 @@ def test_runtime_claims_fail_only_when_a_ci_lies_outside_the_range() -> None:
     # a mean below the range whose CI reaches into it: timing noise, not a verdict
     assert cheapest({"unit_scal": {1: 1.0}, "rlw": {1: 0.5, 2: 1.1}}).verdict == INCONCLUSIVE
     assert cheapest({"unit_scal": {1: 1.0}, "imtl": {1: 0.5}}).verdict == INCONCLUSIVE  # one seed: no CI
+    assert cheapest({"unit_scal": {1: 1.0}, "imtl": {1: 0.5, 2: 0.6}}).verdict == INCONCLUSIVE  # two: too few
     assert cheapest({"unit_scal": {1: 1.0}}).verdict == INCONCLUSIVE
     ranges = ("mgda_ub", "imtl", "graddrop")
     inside = {"mgda_ub": {1: 1.1, 2: 1.2}, "imtl": {1: 2.5, 2: 2.6}, "graddrop": {1: 1.0, 2: 1.0}}
@@ -117,10 +118,11 @@ def test_runtime_claims_fail_only_when_a_ci_lies_outside_the_range() -> None:
     outside = {**inside, "imtl": {1: 3.0, 2: 3.1, 3: 3.05}}
     assert in_range(outside, ranges, 1.05, 2.4).verdict == DOES_NOT_HOLD
     assert in_range({"mgda_ub": {1: 1.1}}, ranges, 1.05, 2.4).verdict == INCONCLUSIVE  # two not timed
-    assert pcgrad_cheaper({"pcgrad": {1: 1.3, 2: 1.3}, **inside})[0] == DOES_NOT_HOLD  # above graddrop's CI
+    assert pcgrad_cheaper({"pcgrad": {1: 1.3, 2: 1.3, 3: 1.3}, **inside})[0] == DOES_NOT_HOLD  # above graddrop's
+    assert pcgrad_cheaper({"pcgrad": {1: 1.3, 2: 1.3}, **inside})[0] == INCONCLUSIVE  # two seeds: no CI to judge
     assert pcgrad_cheaper({"pcgrad": {1: 1.0, 2: 1.3}, **inside})[0] == INCONCLUSIVE  # mean above, CIs touch
     assert pcgrad_cheaper({"pcgrad": {1: 0.9, 2: 0.95}, **inside})[0] == HOLDS
-    assert pcgrad_cheaper({"pcgrad": {1: 5.0, 2: 5.1}, **inside})[0] == DOES_NOT_HOLD
+    assert pcgrad_cheaper({"pcgrad": {1: 5.0, 2: 5.1, 3: 5.0}, **inside})[0] == DOES_NOT_HOLD
 
 
 # ------------------------------------------------------------------------------------------ accuracy

@@ -34,6 +34,7 @@ from mtlbench.studies.base import (
 )
 from mtlbench.studies.p003_common import (
     BASELINE,
+    MIN_TIMED,
     SEVEN,
     TIMING_NOTE,
     Accuracy003,
@@ -64,7 +65,7 @@ TOLERANCE = 0.1
 
 def pcgrad_cheaper(ratios: Mapping[str, Mapping[int, float]]) -> tuple[str, str]:
     """003 §4.1.3: PCGrad is cheaper than IMTL, MGDA and GradDrop. Holds when its mean factor is below each of
-    theirs; does not hold when its bootstrap CI lies above one of theirs; else inconclusive."""
+    theirs; does not hold when its bootstrap CI (3+ seeds) lies above one of theirs; else inconclusive."""
     from mtlbench.analysis import claims as verdicts
 
     stats = {m: cell_value(list(ratios[m].values())) for m in ("pcgrad", *REPRESENTATION) if ratios.get(m)}
@@ -73,7 +74,8 @@ def pcgrad_cheaper(ratios: Mapping[str, Mapping[int, float]]) -> tuple[str, str]
         return verdicts.INCONCLUSIVE, "PCGrad and one of IMTL, MGDA, GradDrop must be timed"
     pc_mean, pc_ci, _ = stats["pcgrad"]
     detail = ", ".join(f"{m} {stats[m][0]:.2f}x" for m in stats)
-    if pc_ci is not None and any(stats[m][1] is not None and pc_ci[0] > stats[m][1][1] for m in rep):  # type: ignore[index]
+    enough = stats["pcgrad"][2] >= MIN_TIMED
+    if enough and pc_ci is not None and any(stats[m][1] is not None and pc_ci[0] > stats[m][1][1] for m in rep):  # type: ignore[index]
         return verdicts.DOES_NOT_HOLD, detail + " (PCGrad's CI above another's)"
     if all(pc_mean < stats[m][0] for m in rep) and len(rep) == len(REPRESENTATION):  # type: ignore[operator]
         return verdicts.HOLDS, detail
