@@ -101,7 +101,11 @@ def train(
     threads: ThreadsOpt = None,
     results: ResultsOpt = None,
     no_reference: Annotated[
-        bool, typer.Option("--no-reference", help="Train without a single-task reference (select by val loss).")
+        bool,
+        typer.Option(
+            "--no-reference",
+            help="Train without a single-task reference (Δm rules then select by val loss; other rules need none).",
+        ),
     ] = False,
     progress: ProgressOpt = None,
     grad_metrics: Annotated[

@@ -292,6 +292,12 @@ class SweepPlan:
     def groups(self) -> list[Group]:
         return [*self.reference_groups, *self.method_groups]
 
+    @property
+    def needs_references(self) -> bool:
+        """Whether some method's runs need the single-task references (:meth:`RunConfig.needs_reference`:
+        a Delta_m selection rule); a sweep selecting otherwise runs without them."""
+        return any(t.config.needs_reference() for g in self.method_groups for t in g.search_trials()[:1])
+
     def group(self, name: str, kind: str) -> Group:
         for group in self.groups:
             if group.name == name and group.kind == kind:

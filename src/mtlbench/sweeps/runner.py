@@ -1,13 +1,16 @@
 """Running a sweep: references, search, selection, final seeds -- resumable, on any executor.
 
 Stages run in order: the single-task references (per task: search, per-metric selection, final seeds,
-then ``store.put_reference``), then the methods (per method: search, selection by mean validation
-Delta_m, final seeds). Within a stage a group's final runs start as soon as its own search is over, so
-workers do not idle at phase boundaries. Every run already completed in the store (same resolved config,
-seed included) is skipped; failed runs count as done unless ``retry_failed``. A killed sweep therefore
-resumes where it stopped (its interrupted runs resume from their checkpoints) and a finished one launches
-nothing; a run that another live process is training stops the sweep (:class:`RunInProgressError`) rather
-than being trained twice. Selection always reads the store, the single source of truth.
+then ``store.put_reference``), then the methods (per method: search, selection by mean validation Delta_m
+or the spec's ``selection`` rule, final seeds). Only specs whose runs need Delta_m (a Delta_m selection
+rule) require the references; the others run without them and report Delta_m only when ``[references]``
+is enabled or the store has them. Within a stage a group's final runs start as soon as its own search is
+over, so workers do not idle at phase boundaries. Every run already completed in the store (same resolved
+config, seed included) is skipped; failed runs count as done unless ``retry_failed``. A killed sweep
+therefore resumes where it stopped (its interrupted runs resume from their checkpoints) and a finished
+one launches nothing; a run that another live process is training stops the sweep
+(:class:`RunInProgressError`) rather than being trained twice. Selection always reads the store, the
+single source of truth.
 """
 
 from __future__ import annotations
@@ -291,7 +294,8 @@ class Sweep:
                 self.reporter.stage("references")
                 self._stage(self.plan.reference_groups)
             if self.plan.method_groups:
-                self._require_references()
+                if self.plan.needs_references:
+                    self._require_references()
                 self.reporter.stage("methods")
                 self._stage(self.plan.method_groups)
             aborted = False
@@ -400,7 +404,8 @@ class Sweep:
             self.reporter.note(f"reference {group.task}: no usable run for metric(s) {', '.join(missing)}")
 
     def _require_references(self) -> None:
-        """Multi-task runs need every task's reference (val and test) with every metric."""
+        """Multi-task runs selected by a Delta_m rule need every task's reference (val and test) with every
+        metric (a sweep whose runs select otherwise needs none: :attr:`SweepPlan.needs_references`)."""
         key, problem = self.plan.reference_key, self.plan.problem
         for split in ("val", "test"):
             found = self.store.reference(key, self.plan.tasks, split) or {}
@@ -439,7 +444,7 @@ class Sweep:
                     notes.append(f"{group.name}: every configuration failed; no final runs")
             finals = list({t.hash: t for s in selections if s.best for t in group.final_trials(s.best)}.values())
             self._count(counts[group.final_phase], finals, lookup(self.store, [t.hash for t in finals]), launch)
-        if self.plan.method_groups and not self.plan.reference_groups:
+        if self.plan.method_groups and not self.plan.reference_groups and self.plan.needs_references:
             try:
                 self._require_references()
             except MissingDataError as error:

@@ -182,6 +182,17 @@ class RunConfig:
                 del data[name]
         return data
 
+    def needs_reference(self) -> bool:
+        """Whether this (resolved) run needs every task's single-task reference: a multi-task run selected
+        by a Delta_m rule, or one whose plateau schedule monitors validation Delta_m. Other runs train
+        without references (Delta_m None) and compute Delta_m when references exist."""
+        from mtlbench.training.selection import parse_selection
+
+        if self.kind != "multi_task":
+            return False
+        monitors = self.scheduler == "plateau" and self.plateau_monitor == "val_delta_m"
+        return parse_selection(self.selection).needs_delta_m or monitors
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
         known = {f.name for f in dataclasses.fields(cls)}

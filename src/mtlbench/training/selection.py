@@ -20,6 +20,13 @@ A rule is a string (``RunConfig.selection``, ``--selection``); :func:`parse_sele
                             test split) is best, as 002 reports. Test-selected.
 =========================== =====================================================================
 
+Only the Delta_m rules (:attr:`SelectionRule.needs_delta_m`) need single-task references; a run
+selected by another rule trains without them (its Delta_m is None, shown as ``-``) and computes Delta_m
+when references exist. A run's validation score (``RunResult.val_score``, what sweeps select on) is
+the rule's own score; for ``per_metric`` and ``last_test_epochs`` it is the validation Delta_m, or,
+without references, minus the summed validation loss (the lowest over the epochs for ``per_metric``,
+the mean over the last N epochs for ``last_test_epochs``).
+
 Test-selected runs are flagged (``RunResult.test_selected``, the store's ``test_selected`` column):
 their test numbers saw the test set during selection and are not comparable with validation-selected
 ones. Scores are "higher is better" floats; :func:`epoch_score` reads them from a trainer's epoch
@@ -60,6 +67,13 @@ class SelectionRule:
     def test_selected(self) -> bool:
         """True when the test split takes part in the selection (the run is flagged)."""
         return self.kind in ("last_test_epochs", "best_test")
+
+    @property
+    def needs_delta_m(self) -> bool:
+        """True for the Delta_m rules (``delta_m``, ``delta_m_metrics``, also inside ``best_test``): a
+        multi-task run selected by them needs every task's single-task reference; the other rules run
+        without one (Delta_m is then not computed)."""
+        return (self.inner or self).kind in ("delta_m", "delta_m_metrics")
 
     @property
     def needs_test_each_epoch(self) -> bool:

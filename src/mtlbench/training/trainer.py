@@ -58,6 +58,7 @@ class RunResult:
     test_selected: bool = False
     #: the selected model's validation score by the run's rule (higher is better; sweeps select
     #: configurations on it): the rule's own score, or val Delta_m for per_metric / last_test_epochs
+    #: (without references: minus the summed validation loss, see :mod:`mtlbench.training.selection`)
     val_score: float | None = None
     test_metrics: Metrics = field(default_factory=dict)
     #: reference runs: task -> metric -> {"epoch", "val", "test"}
@@ -240,8 +241,10 @@ class Session:
 class Trainer:
     """Trains one run. ``store`` (a :class:`mtlbench.store.ResultsStore`) records it; checkpoints go to
     ``checkpoint_root / <config hash>``. ``require_reference`` (multi-task runs) makes a missing
-    single-task reference an error; without it the epoch with the lowest summed validation loss is
-    selected and Delta_m is not computed."""
+    single-task reference an error when the run needs Delta_m (:meth:`RunConfig.needs_reference`: a
+    Delta_m selection rule, or a plateau schedule on validation Delta_m); without it, or for any other
+    rule, a run without references selects by its rule (the Delta_m rules by the lowest summed
+    validation loss) and Delta_m is not computed (None)."""
 
     def __init__(
         self,
@@ -277,7 +280,7 @@ class Trainer:
         if self.store is not None:
             key = problem.reference_config()
             refs = {split: self.store.reference(key, problem.task_names, split) for split in refs}
-        if refs["val"] is None and self.require_reference:
+        if refs["val"] is None and self.require_reference and self.config.needs_reference():
             options = " ".join(f"--option {k}={v}" for k, v in problem.option_values.items() if v is not None)
             raise MissingDataError(
                 f"no single-task reference for {problem.name} tasks {'_'.join(problem.task_names)}"
@@ -556,7 +559,9 @@ class Trainer:
             if references["val"] is not None:
                 result.val_delta_m = delta_m(best_val, references["val"], directions)
                 result.val_delta_m_metrics = delta_m_metrics(best_val, references["val"], directions)
-            result.val_score = result.val_delta_m
+                result.val_score = result.val_delta_m
+            else:  # no reference: minus the lowest summed validation loss over the epochs
+                result.val_score = _loss_score(state["history"], min)
         elif rule.kind == "last_test_epochs":
             tail = state["history"][-int(rule.epochs) :]
             result.test_selected = True
@@ -566,7 +571,8 @@ class Trainer:
                 values = [record.get(name) for record in tail]
                 if all(value is not None for value in values):
                     setattr(result, name, sum(values) / len(values))
-            result.val_score = result.val_delta_m
+            # no reference: minus the summed validation loss, averaged over the last N epochs
+            result.val_score = result.val_delta_m if references["val"] is not None else _loss_score(tail, _mean)
         else:
             best = state["best"]
             result.test_selected = rule.test_selected or result.test_selected
@@ -672,6 +678,18 @@ def _peak_memory(device: torch.device) -> dict[str, Any]:
         return {"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, "kind": "process_rss"}
     except (ImportError, OSError):  # not on Linux/macOS
         return {"peak_mb": None, "kind": "unavailable"}
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _loss_score(history: list[dict[str, Any]], reduce: Callable[[list[float]], float]) -> float | None:
+    """Minus ``reduce`` (min or mean) of the summed validation losses of ``history``'s epochs (a run's
+    validation score without references, for ``per_metric`` and ``last_test_epochs``)."""
+    losses = [sum(r["val_losses"].values()) for r in history if r.get("val_losses")]
+    losses = [value for value in losses if math.isfinite(value)]
+    return -reduce(losses) if losses else None
 
 
 def _is_adapter(model: MultiTaskModel, parameter: torch.nn.Parameter) -> bool:
