@@ -94,8 +94,13 @@ def _print_report(report) -> None:
             )
         print_table(table, console)
     if report.methods:
-        table = Table(title="methods: best configuration by mean val Δm, test Δm over the final seeds")
-        for column in ("method", "best configuration", "search val Δm %", "failed configs", "final seeds"):
+        from mtlbench.training.selection import score_label
+
+        rules = list(dict.fromkeys(method.rule for method in report.methods))
+        label = score_label(rules[0]) if len(rules) == 1 else "val score (rule per method)"
+        by = label.removesuffix(" %")
+        table = Table(title=f"methods: best configuration by mean {by}, test Δm over the final seeds")
+        for column in ("method", "best configuration", f"search {label}", "failed configs", "final seeds"):
             table.add_column(column)
         table.add_column("test Δm % (mean ± std)")
         for method in report.methods:
@@ -107,7 +112,7 @@ def _print_report(report) -> None:
             table.add_row(
                 method.method,
                 "-" if selection.best is None else selection.best.label(varying_keys(candidates)),
-                _fmt(selection.score),
+                _fmt(selection.score) + ("" if len(rules) == 1 else f" ({method.rule})"),
                 f"{selection.failed_configs}/{len(selection.scores)}",
                 f"{completed}/{len(method.final)}" if method.final else "-",
                 shown,

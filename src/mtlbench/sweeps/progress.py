@@ -25,6 +25,7 @@ from mtlbench.progress import Clock, Throttle, duration, eta, is_live
 from mtlbench.sweeps.executors import RunOutcome
 from mtlbench.sweeps.plan import REFERENCE, Group, Selection, Trial, varying_keys
 from mtlbench.sweeps.runner import SweepReporter
+from mtlbench.training.selection import score_label
 
 if TYPE_CHECKING:
     from mtlbench.sweeps.runner import Sweep
@@ -141,7 +142,9 @@ class RichSweepReporter(SweepReporter):
             if group.kind == REFERENCE:
                 what = f"reference {group.name}/{selection.metric}: mean val {_number(selection.score, 4)}"
             else:
-                what = f"{group.name}: mean val Δm {_percent(selection.score)}"
+                rule = group.base.selection
+                value = _percent(selection.score) if rule == "delta_m" else _number(selection.score, 4)
+                what = f"{group.name}: mean {score_label(rule).removesuffix(' %')} {value}"
             self._print(f"  selected {what} with {selection.best.label(varying_keys(group.candidates))}{failed}")
 
     def note(self, text: str) -> None:

@@ -136,6 +136,9 @@ class MethodResult:
     method: str
     selection: Selection
     final: list[FinalRun]
+    #: the runs' selection rule: ``selection.score`` is the mean val Delta_m (``delta_m``) or the mean
+    #: validation score by this rule (``RunResult.val_score``, higher is better)
+    rule: str = "delta_m"
 
     def test_delta_m(self) -> list[float]:
         return [
@@ -186,6 +189,7 @@ class SweepReport:
             "methods": [
                 {
                     "method": m.method,
+                    "rule": m.rule,
                     "selection": selection(m.selection),
                     "test_delta_m_mean": float(np.mean(m.test_delta_m())) if m.test_delta_m() else None,
                     "final": [
@@ -489,7 +493,7 @@ class Sweep:
                 for trial in trials:
                     run = stored.get(trial.hash)
                     final.append(FinalRun(trial.seed, run, metrics.get(run.id, {}) if run else {}))
-            methods.append(MethodResult(group.name, selection, final))
+            methods.append(MethodResult(group.name, selection, final, group.base.selection))
         return SweepReport(self.spec, references, methods, self.launched, self.launched_failed)
 
     def _test_metrics(self, hashes: list[str]) -> dict[int, dict[str, dict[str, float]]]:

@@ -113,6 +113,12 @@ def parse_selection(text: str) -> SelectionRule:
     raise UserInputError(f"selection={text!r}; choose one of: {ALLOWED}")
 
 
+def score_label(text: str) -> str:
+    """How a run's validation score (``RunResult.val_score``) by rule ``text`` is labelled in tables:
+    ``val Δm %`` for ``delta_m`` (the sweep selects on val Delta_m itself), else ``val score (<rule>)``."""
+    return "val Δm %" if text.strip() == DEFAULT else f"val score ({text.strip()})"
+
+
 def check_metric(rule: SelectionRule, directions: Mapping[str, Mapping[str, bool]], problem: str = "") -> None:
     """``mean_metric:<name>`` (also inside ``best_test``) needs the metric in every task, with one direction."""
     rule = rule.inner or rule
@@ -214,4 +220,5 @@ __all__ = [
     "mean_test_metrics",
     "parse_selection",
     "per_metric_epochs",
+    "score_label",
 ]
