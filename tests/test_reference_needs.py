@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from mtlbench.errors import MissingDataError
+from mtlbench.errors import MissingDataError, UserInputError
 from mtlbench.store.results import ResultsStore
 from mtlbench.sweeps import Sweep, load_spec
 from mtlbench.training import RunConfig
@@ -145,3 +145,43 @@ def test_a_sweep_whose_rule_needs_no_delta_m_runs_without_references_and_reports
     with pytest.raises(MissingDataError, match=r"no single-task reference for T0 .*enable \[references\]"):
         Sweep(load_spec(path), empty, workers=1).run()
     assert len(empty.runs()) == 0
+
+
+# ---------------------------------------------------------------------------- a zero reference metric
+def _put_references(store: ResultsStore, values: dict[str, float]) -> None:
+    from mtlbench.problems import create_problem
+
+    key = create_problem("synthetic", ["T0", "T1"], **BASE["problem_options"]).reference_config()
+    for split in ("val", "test"):
+        for task, value in values.items():
+            store.put_reference(key, split=split, task=task, metric="mae", value=value, n_seeds=1, run_ids=[])
+
+
+def test_check_reference_names_the_zero_metric():
+    from mtlbench.metrics import check_reference
+
+    check_reference({"T0": {"mae": 0.5, "acc": 1e-12}})  # tiny but not zero: fine
+    with pytest.raises(UserInputError, match=r"^p: the single-task reference of T1/acc is 0, .*train the reference"):
+        check_reference({"T0": {"mae": 0.5}, "T1": {"mae": 0.2, "acc": 0.0}}, "p")
+
+
+@pytest.mark.parametrize("rule", ["delta_m", "mean_metric:mae"])
+def test_a_zero_reference_stops_a_run_before_training(tmp_path, rule):
+    store = ResultsStore(tmp_path / "r.db")
+    _put_references(store, {"T0": 0.4, "T1": 0.0})
+    with pytest.raises(UserInputError, match=r"^synthetic \(val\): the single-task reference of T1/mae is 0") as error:
+        Trainer(RunConfig(**BASE, selection=rule), store=store, checkpoint_root=tmp_path / "ckpt").run()
+    assert "\n" not in str(error.value)
+    assert len(store.runs()) == 0 and not (tmp_path / "ckpt").exists()
+
+
+def test_a_sweep_with_a_zero_stored_reference_stops_before_any_multi_task_run(tmp_path):
+    path = tmp_path / "sweep.toml"
+    path.write_text(textwrap.dedent(SWEEP).replace('selection = "mean_metric:mae"', 'selection = "delta_m"'))
+    store = ResultsStore(tmp_path / "r.db")
+    _put_references(store, {"T0": 0.0, "T1": 0.3})
+    sweep = Sweep(load_spec(path), store, workers=1)
+    assert any("reference of T0/mae is 0" in note for note in sweep.dry_run().notes)
+    with pytest.raises(UserInputError, match=r"sweep.toml: synthetic \(val\): the single-task reference of T0/mae "):
+        sweep.run()
+    assert len(store.runs()) == 0

@@ -48,6 +48,19 @@ def relative_changes(
     return changes
 
 
+def check_reference(reference: TaskMetrics, where: str = "") -> None:
+    """A one-line error if a single-task reference metric is exactly 0: its relative change (and so
+    Delta_m) is undefined, and every multi-task run against it would fail; checked before training."""
+    for task, task_metrics in reference.items():
+        for name, value in task_metrics.items():
+            if value == 0:
+                raise UserInputError(
+                    f"{where + ': ' if where else ''}the single-task reference of {task}/{name} is 0, so Delta_m "
+                    "(a relative change) is undefined; train the reference longer or drop the metric (leave the "
+                    "task out)"
+                )
+
+
 def delta_m(metrics: TaskMetrics, reference: TaskMetrics, directions: Directions) -> float:
     """000 eq. 1, in percent: mean over tasks of the mean over a task's metrics of the relative change."""
     changes = relative_changes(metrics, reference, directions)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from mtlbench.errors import MissingDataError, UserInputError, unknown
+from mtlbench.metrics import check_reference
 from mtlbench.store.results import ResultsStore, RunInProgressError
 from mtlbench.sweeps.executors import (
     EXECUTORS,
@@ -300,6 +301,7 @@ class Sweep:
             if self.plan.method_groups:
                 if self.plan.needs_references:
                     self._require_references()
+                self._check_references()
                 self.reporter.stage("methods")
                 self._stage(self.plan.method_groups)
             aborted = False
@@ -426,6 +428,14 @@ class Sweep:
                         f"({', '.join(missing)}, {split}) of {problem.name} {problem.reference_config()}: {how}"
                     )
 
+    def _check_references(self) -> None:
+        """A stored reference metric of exactly 0 (Delta_m undefined) stops the sweep before any multi-task
+        run (each would fail after training started)."""
+        for split in ("val", "test"):
+            found = self.store.reference(self.plan.reference_key, self.plan.tasks, split)
+            if found is not None:
+                check_reference(found, f"{self.spec.source}: {self.plan.problem.name} ({split})")
+
     # ----------------------------------------------------------------------------------- dry run
     def dry_run(self) -> DryRun:
         """The runs :meth:`run` would launch now and the count per phase (final phases: what is known)."""
@@ -452,6 +462,11 @@ class Sweep:
             try:
                 self._require_references()
             except MissingDataError as error:
+                notes.append(str(error))
+        if self.plan.method_groups:
+            try:
+                self._check_references()
+            except UserInputError as error:
                 notes.append(str(error))
         return DryRun([counts[p] for p in PHASES if counts[p].total or counts[p].pending_groups], launch, notes)
 

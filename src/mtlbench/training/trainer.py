@@ -25,7 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from mtlbench.errors import MissingDataError, MtlbenchError, RunFailedError, UserInputError
 from mtlbench.methods import Method, StepResult, TrainingContext, create
-from mtlbench.metrics import delta_m, delta_m_metrics
+from mtlbench.metrics import check_reference, delta_m, delta_m_metrics
 from mtlbench.models.base import MultiTaskModel, check_method
 from mtlbench.optim import fused_supported
 from mtlbench.problems import create_problem
@@ -288,6 +288,9 @@ class Trainer:
                 + f"; create it with `mtlbench reference --problem {problem.name} "
                 f"--tasks {'_'.join(problem.task_names)}{' ' + options if options else ''}`"
             )
+        for split, reference in refs.items():  # a zero reference metric: fail before training, not after
+            if reference is not None:
+                check_reference(reference, f"{problem.name} ({split})")
         return refs
 
     # --- the run -------------------------------------------------------------------------------
