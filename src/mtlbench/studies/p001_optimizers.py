@@ -287,6 +287,7 @@ class Optimizers001(SweepStudy):
             outcome.tables[title] = "\n\n".join(delta_tables)
         self._claims_extra(outcome, reports, counts, context)
         self._figure(outcome, runs_by_setup, context)
+        self._figure_a3(outcome, context)
 
     def _runs(self, context: StudyContext, reports: Mapping[str, Any], labels: Mapping[str, str], dataset: str) -> Any:
         """Every completed multi-task run of the two sweeps: one row per run, its optimizer, method, lr and test
@@ -534,6 +535,30 @@ class Optimizers001(SweepStudy):
         )
         for key, check in results.items():
             outcome.claims.append(ClaimResult(declared[key], check.verdict, check.detail))
+
+    def _figure_a3(self, outcome: StudyOutcome, context: StudyContext) -> None:
+        """Fig. A3: best-lr Δm per method, Adam vs SGD, per setup (ours; higher is better, unlike 001's plot)."""
+        import math
+
+        from mtlbench.analysis.figures import pyplot, save
+
+        values = {r.cell.key: r.ours for r in outcome.cells if r.ours is not None and r.cell.key.endswith("/delta_m")}
+        setups = [f"{d}-{n}" for d, n in SETUPS if any(k.startswith(f"{d}-{n}/") for k in values)]
+        if not setups:
+            return
+        plt = pyplot()
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True, squeeze=False)
+        names = list(METHODS)
+        for ax, optimizer in zip(axes[0], OPTIMIZERS, strict=True):
+            for setup in setups:
+                ys = [values.get(f"{setup}/{optimizer}/{METHODS[m]}/delta_m", math.nan) for m in names]
+                ax.plot(range(len(names)), ys, marker="o", label=setup)
+            ax.set_xticks(range(len(names)), names, fontsize=7)
+            ax.set_title(f"{optimizer}: best-lr Δm (ours, higher is better)", fontsize=8)
+            ax.grid(True, alpha=0.3)
+        axes[0][0].legend(fontsize=6)
+        figure = save(fig, context.out, "figA3_delta_m", "001 Fig. A3: best-lr Δm per method with Adam and with SGD")
+        outcome.figures.append(str(figure.png))
 
     def _figure(self, outcome: StudyOutcome, runs: Mapping[str, Any], context: StudyContext) -> None:
         """Figs. 2 / A4: parallel coordinates over the min-max normalised test metrics (up = better)."""
