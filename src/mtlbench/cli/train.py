@@ -129,6 +129,16 @@ def train(
     eval_every: Annotated[
         int, typer.Option("--eval-every", help="With --iterations: evaluate every N steps (0 = once at the end).")
     ] = 0,
+    grad_memory: Annotated[
+        float,
+        typer.Option(
+            "--grad-memory",
+            metavar="MB",
+            help="Memory budget (MiB) of the per-task gradients (0 = none): Gramian-only methods (PCGrad, MGDA, "
+            "CAGrad, ...) take G Gᵀ by parameter blocks that fit when the (T, D) matrix would not; same numbers, "
+            "less memory, more backward passes (docs/performance.md). Part of the run's config.",
+        ),
+    ] = 0.0,
 ) -> None:
     """Train one multi-task run and store it (resumes from its last checkpoint if interrupted)."""
     from mtlbench.store.results import ResultsStore
@@ -159,6 +169,7 @@ def train(
         grad_clip=grad_clip,
         iterations=iterations,
         eval_every=eval_every,
+        grad_memory=grad_memory,
     )
     store = ResultsStore(path)
     trainer = Trainer(

@@ -62,6 +62,7 @@ SETTING_TYPES: dict[str, tuple[type, ...]] = {
     "grad_clip": (float, int),
     "iterations": (int,),
     "eval_every": (int,),
+    "grad_memory": (float, int),
 }
 _BODY_KEYS = (
     "description",

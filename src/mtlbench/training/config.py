@@ -30,6 +30,7 @@ HASH_OMITTED_DEFAULTS: dict[str, Any] = {
     "grad_clip": 0.0,
     "iterations": 0,
     "eval_every": 0,
+    "grad_memory": 0.0,
 }
 #: exponent of the poly schedule, lr = base * (1 - step / total)^0.9 (InvPT ``utils/utils.py``, MTI-Net)
 POLY_POWER = 0.9
@@ -60,6 +61,13 @@ class RunConfig:
     divides only the shared parameters' gradient. ``selection`` is a rule of
     :mod:`mtlbench.training.selection` (default ``delta_m``). Single-task runs always train on
     'sum' (the same numbers at T = 1) and references always select per metric.
+
+    ``grad_memory`` > 0 is the gradient engine's memory budget in MiB (``--grad-memory``): a method whose
+    combination needs only the Gramian of the per-task gradients (``gramian_only``, on the shared
+    parameters) takes G G^T block by block, blocks of parameters whose T gradients fit in it, whenever the
+    (T, D) matrix would not (:mod:`mtlbench.methods.gradients`, ``max_gradient_bytes``): the same numbers to
+    float rounding, less memory, more backward passes. Other methods have no such path; for them the field
+    is reset to 0 (one config hash, as the objective at T = 1).
     """
 
     problem: str
@@ -90,6 +98,8 @@ class RunConfig:
     grad_clip: float = 0.0
     iterations: int = 0
     eval_every: int = 0
+    #: memory budget (MiB) of the per-task gradients of a step (0 = none): see the class docstring
+    grad_memory: float = 0.0
 
     def resolved(self) -> RunConfig:
         """A copy with the problem's defaults filled in, the device and threads fixed, and all values checked."""
@@ -128,6 +138,8 @@ class RunConfig:
         if config.kind == "reference":
             config.selection = "delta_m"  # references select per metric whatever the run's rule
         config._check()
+        if not _budgets_gradients(method_cls, params):
+            config.grad_memory = 0.0  # no Gramian path: the budget changes nothing, one hash
         if config.selection != "delta_m":
             from mtlbench.training.selection import check_metric, parse_selection
 
@@ -159,6 +171,10 @@ class RunConfig:
             (self.grad_clip >= 0, f"grad_clip={self.grad_clip!r} must be >= 0 (0 = off)"),
             (self.iterations >= 0, f"iterations={self.iterations!r} must be >= 0 (0 = train for epochs)"),
             (self.eval_every >= 0, f"eval_every={self.eval_every!r} must be >= 0"),
+            (
+                isinstance(self.grad_memory, int | float) and 0 <= self.grad_memory < float("inf"),
+                f"grad_memory={self.grad_memory!r} must be a finite number of MiB >= 0 (0 = no budget)",
+            ),
             (
                 self.eval_every == 0 or self.iterations > 0,
                 f"eval_every={self.eval_every!r} needs iterations > 0 (with epochs, evaluation is every epoch)",
@@ -197,6 +213,19 @@ class RunConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _budgets_gradients(method_cls: type, params: Mapping[str, Any]) -> bool:
+    """Whether ``grad_memory`` applies to a method: a Gramian-only gradient method on the shared parameters."""
+    from mtlbench.methods.base import GradientMethod
+
+    gramian = issubclass(method_cls, GradientMethod) and method_cls.gramian_only
+    return gramian and params.get("space", "parameters") == "parameters"
+
+
+def gradient_budget_bytes(grad_memory: float) -> int | None:
+    """``RunConfig.grad_memory`` (MiB) as the engine's ``max_gradient_bytes`` (None for 0: no budget)."""
+    return max(1, int(grad_memory * 2**20)) if grad_memory > 0 else None
 
 
 def resolve_device(device: str) -> torch.device:

@@ -11,6 +11,7 @@ makes the run *failed* with its reason; nothing else stored is touched.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -32,7 +33,7 @@ from mtlbench.problems import create_problem
 from mtlbench.problems.base import Problem
 from mtlbench.training import provenance
 from mtlbench.training.allocator import tune_allocator
-from mtlbench.training.config import POLY_POWER, RunConfig
+from mtlbench.training.config import POLY_POWER, RunConfig, gradient_budget_bytes
 from mtlbench.training.diagnostics import GradientDiagnostics
 from mtlbench.training.evaluation import Metrics, evaluate, metric_directions
 from mtlbench.training.objective import apply_objective, objective_factor, scaled_parameters
@@ -131,6 +132,10 @@ class Session:
             **config.method_params,
         )
         check_method(model, method)  # one-line error if the method needs a z the model lacks
+        if config.grad_memory > 0:  # the gradient engine's budget (RunConfig.grad_memory; Gramian-only methods)
+            method.engine = dataclasses.replace(
+                method.engine, max_gradient_bytes=gradient_budget_bytes(config.grad_memory)
+            )
         self.model = model = method.wrap_model(model).to(device)
         self.method = method.to(device)
         parameters = [p for p in model.parameters() if p.requires_grad and not _is_adapter(model, p)]
