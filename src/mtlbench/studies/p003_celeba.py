@@ -59,8 +59,8 @@ class CelebA003(Accuracy003):
         "test": ScaleInfo(
             "generated attributes (2 of the 40 tasks), Unit. Scal. and PCGrad, 1 seed, 1 epoch, 16 images", 4, 0.002
         ),
-        "smoke": ScaleInfo("generated attributes, 12 methods, 64 images, width 2, 1 epoch, 2 seeds", 64, 0.05),
-        "cpu": ScaleInfo("generated attributes, 12 methods, 512 images, width 8, 3 epochs, 2 seeds", 64, 1.0),
+        "smoke": ScaleInfo("generated attributes, 12 methods, 64 images, width 2, 1 epoch, 2 seeds", 64, 0.1),
+        "cpu": ScaleInfo("generated attributes, 12 methods, 512 images, width 8, 3 epochs, 2 seeds", 64, 0.25),
         "paper": ScaleInfo(
             "003's protocol on CelebA: 3 l2 values, 50 epochs, 3 seeds (+40 references)", 124, 1600.0, 200.0
         ),

@@ -122,7 +122,7 @@ class Regularization003(Accuracy003):
             "generated attributes (10 tasks), 7 methods + 3 variants, 64 images, 2 epochs, 2 seeds", 40, 0.3
         ),
         "cpu": ScaleInfo(
-            "generated attributes (T=40), 7 methods + 3 variants, 512 images, 8 epochs, 2 seeds", 100, 6.0
+            "generated attributes (T=40), 7 methods + 3 variants, 512 images, 8 epochs, 2 seeds", 100, 1.5
         ),
         "paper": ScaleInfo("003's protocol on CelebA: 50 epochs, 3 seeds (+40 x 2 references)", 110, 1800.0, 250.0),
     }
