@@ -185,3 +185,10 @@ def test_a_sweep_with_a_zero_stored_reference_stops_before_any_multi_task_run(tm
     with pytest.raises(UserInputError, match=r"sweep.toml: synthetic \(val\): the single-task reference of T0/mae "):
         sweep.run()
     assert len(store.runs()) == 0
+
+
+def test_celeba_at_paper_scale_needs_none_of_its_40_references():
+    from mtlbench.sweeps.plan import SweepPlan
+
+    plan = SweepPlan(load_spec("celeba"), threads=1)
+    assert len(plan.tasks) == 40 and plan.reference_groups == [] and not plan.needs_references
