@@ -73,7 +73,7 @@ class Invariance001(Study):
     description = "001's toy: losses, gradient and update magnitudes per parameter group, scaled 10x/0.1 and 10x/0.01."
     scales: ClassVar[dict[str, ScaleInfo]] = {
         "test": ScaleInfo("every experiment, both scalings, 1 epoch of 128 samples", 56, 0.003),
-        "smoke": ScaleInfo("every experiment, both scalings, 20 epochs", 56, 0.02),
+        "smoke": ScaleInfo("every experiment, both scalings, 20 epochs", 56, 0.03),
         "cpu": ScaleInfo("every experiment, both scalings, 100 epochs (001's length)", 56, 0.1),
         "paper": ScaleInfo("every experiment, both scalings, 100 epochs", 56, 0.1, 0.0),
     }
