@@ -20,18 +20,15 @@ from mtlbench.analysis.claims import qualitative
 from mtlbench.studies import register_study, stand_ins
 from mtlbench.studies.base import (
     Cell,
-    CellResult,
     Claim,
     ClaimResult,
     Published,
     ScaleInfo,
     StudyContext,
     StudyOutcome,
-    cell_value,
     no_number,
 )
 from mtlbench.studies.sweep_study import StudySweep, SweepStudy, test_scale_overlay
-from mtlbench.studies.sweeps import final_epochs
 
 GRAD = {"settings": {"grad_metrics_every": 5}}
 TEST = {"settings": {"grad_metrics_every": 1}}
@@ -138,23 +135,7 @@ class Cosine000(SweepStudy):
     def execute(self, context: StudyContext) -> StudyOutcome:  # the cells are the diagnostics, not Delta_m
         self.check_scale(context.scale)
         outcome = self.outcome(context.scale)
-        from mtlbench.studies.sweeps import run_sweep
-
-        values: dict[str, float] = {}
-        by_key = {cell.key: cell for cell in self.cells()}
-        for sweep in self.sweeps:
-            key = f"{sweep.label}/cos_to_mean"
-            if context.scale not in sweep.scales:
-                outcome.cells.append(CellResult(by_key[key], None, None, 0, f"not run at {context.scale} scale"))
-                continue
-            spec, notes = self.spec_for(sweep, context.scale)
-            outcome.notes.extend(notes)
-            report = run_sweep(context, spec)
-            runs = [mean_cos_to_mean(e) for e in final_epochs(context, report, "unit_scal").values()]
-            mean, ci, n = cell_value([v for v in runs if v is not None])
-            outcome.cells.append(CellResult(by_key[key], mean, ci, n, "" if n else "no diagnostics recorded"))
-            if mean is not None:
-                values[sweep.label] = mean
+        values = self.run_measure(context, outcome, "unit_scal", "cos_to_mean", mean_cos_to_mean)
         self.extra(outcome, values, context)
         return outcome
 

@@ -16,17 +16,14 @@ from mtlbench.analysis.claims import qualitative
 from mtlbench.studies import register_study, stand_ins
 from mtlbench.studies.base import (
     Cell,
-    CellResult,
     Claim,
     ClaimResult,
     ScaleInfo,
     StudyContext,
     StudyOutcome,
-    cell_value,
     no_number,
 )
 from mtlbench.studies.sweep_study import StudySweep, SweepStudy, test_scale_overlay
-from mtlbench.studies.sweeps import final_epochs, run_sweep
 
 FACTOR = 10.0
 
@@ -96,21 +93,7 @@ class Rotograd000(SweepStudy):
     def execute(self, context: StudyContext) -> StudyOutcome:
         self.check_scale(context.scale)
         outcome = self.outcome(context.scale)
-        by_key = {cell.key: cell for cell in self.cells()}
-        values: dict[str, float] = {}
-        for sweep in self.sweeps:
-            key = f"{sweep.label}/rotation_loss"
-            if context.scale not in sweep.scales:
-                outcome.cells.append(CellResult(by_key[key], None, None, 0, f"not run at {context.scale} scale"))
-                continue
-            spec, notes = self.spec_for(sweep, context.scale)
-            outcome.notes.extend(notes)
-            report = run_sweep(context, spec)
-            runs = [mean_rotation_loss(e) for e in final_epochs(context, report, "rotograd").values()]
-            mean, ci, n = cell_value([v for v in runs if v is not None])
-            outcome.cells.append(CellResult(by_key[key], mean, ci, n, "" if n else "no rotation loss recorded"))
-            if mean is not None:
-                values[sweep.label] = mean
+        values = self.run_measure(context, outcome, "rotograd", "rotation_loss", mean_rotation_loss)
         others = [v for k, v in values.items() if k != "QM9"]
         if "QM9" not in values or not others:
             check = qualitative(None, f"needs QM9 and another problem; have {sorted(values)}")

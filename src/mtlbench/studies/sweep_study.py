@@ -230,6 +230,36 @@ class SweepStudy(Study):
     def extra(self, outcome: StudyOutcome, reports: Mapping[str, Any], context: StudyContext) -> None:
         """Subclasses add tables, figures or cells here."""
 
+    def run_measure(
+        self,
+        context: StudyContext,
+        outcome: StudyOutcome,
+        method: str,
+        suffix: str,
+        measure: Callable[[list[dict[str, Any]]], float | None],
+    ) -> dict[str, float]:
+        """Run every sweep of the scale and fill the cell ``<label>/<suffix>`` of each with the mean over
+        ``method``'s final runs of ``measure(epoch records)`` (e.g. a gradient diagnostic); returns
+        ``{label: mean}`` of the sweeps that gave a value."""
+        from mtlbench.studies.sweeps import final_epochs
+
+        by_key = {cell.key: cell for cell in self.cells()}
+        values: dict[str, float] = {}
+        for sweep in self.sweeps:
+            cell = by_key[f"{sweep.label}/{suffix}"]
+            if context.scale not in sweep.scales:
+                outcome.cells.append(CellResult(cell, None, None, 0, f"not run at {context.scale} scale"))
+                continue
+            spec, notes = self.spec_for(sweep, context.scale)
+            outcome.notes.extend(notes)
+            report = run_sweep(context, spec)
+            runs = [measure(epochs) for epochs in final_epochs(context, report, method).values()]
+            mean, ci, n = cell_value([v for v in runs if v is not None])
+            outcome.cells.append(CellResult(cell, mean, ci, n, "" if n else f"no {suffix} recorded"))
+            if mean is not None:
+                values[sweep.label] = mean
+        return values
+
 
 def published_delta(value: float, source: str, aggregation: str = "mean test Δm over the final seeds") -> Published:
     """A Delta_m printed by 000 (higher is better, percent: our convention)."""
