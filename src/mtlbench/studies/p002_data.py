@@ -107,7 +107,9 @@ class Data002(SweepStudy):
     description = "nyud_002 on S/D/N: clean, noisy labels and six less-data variants; STL and uniform MTL Δm."
     scales: ClassVar[dict[str, ScaleInfo]] = {
         "test": ScaleInfo("NYUD stand-in, clean and noisy, STL + uniform MTL, tiny", 8, 0.003),
-        "smoke": ScaleInfo("NYUD stand-in (40 images, 3 scenes), all 8 rows, 5 epochs", 32, 0.3),
+        "smoke": ScaleInfo(
+            "NYUD stand-in (40 images, 3 scenes), all 8 rows, 5 epochs; measured 30 min on a loaded machine", 28, 0.5
+        ),
         "cpu": ScaleInfo("NYUD stand-in (120 images, 9 scenes) at 64 px, all 8 rows, 15 epochs", 32, 1.2),
         "paper": ScaleInfo("real NYUD-v2 S/D/N, 002's ResNet-18 protocol, image fractions", 32, 100.0, 25.0),
     }

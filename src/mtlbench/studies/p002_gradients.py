@@ -105,7 +105,9 @@ class Gradients002(SweepStudy):
     scales: ClassVar[dict[str, ScaleInfo]] = {
         "test": ScaleInfo("NYUD stand-in, uniform/grid/Nash-MTL, 1 seed, tiny, every 2nd step", 7, 0.003),
         "smoke": ScaleInfo("NYUD and PASCAL stand-ins, 4 methods, 1 seed, 5 epochs, every 2nd step", 17, 0.3),
-        "cpu": ScaleInfo("NYUD and PASCAL stand-ins at 64 px, 4 methods, 1 seed, every 5th step", 17, 0.5),
+        "cpu": ScaleInfo(
+            "NYUD and PASCAL stand-ins at 64 px, 4 methods, 1 seed, every 5th step; measured 35 min", 17, 0.6
+        ),
         "paper": ScaleInfo("002's ResNet-18 protocol, 4 methods, diagnostics every step", 17, 200.0, 60.0),
     }
     sweeps = (
