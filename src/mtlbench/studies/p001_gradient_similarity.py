@@ -143,7 +143,7 @@ class GradientSimilarity001(Study):
             ),
             Claim(
                 "similar_direction",
-                f"The direction similarity is similar for MTL and STL: |S_cos(MTL) - S_cos(STL)| < {COS_MARGIN:g} in "
+                f"The direction similarity is similar for MTL and STL: S_cos(MTL) - S_cos(STL) within ±{COS_MARGIN:g} in "
                 "most setups",
                 "001 Fig. 3 caption",
                 "qualitative",
