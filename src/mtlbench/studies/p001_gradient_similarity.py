@@ -143,8 +143,8 @@ class GradientSimilarity001(Study):
             ),
             Claim(
                 "similar_direction",
-                f"The direction similarity is similar for MTL and STL: S_cos(MTL) - S_cos(STL) within ±{COS_MARGIN:g} in "
-                "most setups",
+                "The direction similarity is similar for MTL and STL: S_cos(MTL) - S_cos(STL) within "
+                f"±{COS_MARGIN:g} in most setups",
                 "001 Fig. 3 caption",
                 "qualitative",
                 f"{COS_MARGIN:g} in S_cos, majority of setups",
