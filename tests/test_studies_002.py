@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from mtlbench.methods import METHODS
 from mtlbench.studies import STUDIES
 from mtlbench.studies.p002_imbalance import COLUMNS, TABLES, delta_m_002, relative_change
 
@@ -326,6 +327,7 @@ def test_sweeps_parse_at_every_scale(name: str) -> None:
                 continue
             spec, _ = study.spec_for(sweep, scale)
             assert spec.problem in ("nyud", "pascal_context")
+            assert set(spec.methods) <= set(METHODS.names()), spec.methods
             if scale != "paper":
                 assert spec.problem_options["source"] == "synthetic"
             if name == "002-gradients":
