@@ -171,6 +171,7 @@ class Architectures002(SweepStudy):
         )
         if missing:
             outcome.notes.append(f"Encoders missing from this installation, not run: {', '.join(missing)}.")
+        outcome.notes = list(dict.fromkeys(outcome.notes))  # one note per stand-in, not per sweep
         return outcome
 
     def _cells(self, outcome: StudyOutcome, reports: Mapping[str, Any]) -> None:

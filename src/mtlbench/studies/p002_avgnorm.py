@@ -230,6 +230,7 @@ class AvgNorm002(SweepStudy):
             "do not sum to T); ours are the mean over epochs of each epoch's mean weight. 002's MTAN rows of "
             "Tables VI/VII are not run (no MTAN for these datasets in mtlbench)."
         )
+        outcome.notes = list(dict.fromkeys(outcome.notes))  # one note per stand-in, not per sweep
         return outcome
 
     def _weight_cells(self, outcome: StudyOutcome, reports: Mapping[str, Any], context: StudyContext) -> None:

@@ -179,6 +179,7 @@ class Data002(SweepStudy):
             "Less data: the stand-in by its generated scene ids; the real nyud by random image fractions (its "
             "layouts carry no scene ids). Noise sigma (depth, normals) is ours: 002 does not give it."
         )
+        outcome.notes = list(dict.fromkeys(outcome.notes))  # one note per stand-in, not per sweep
         return outcome
 
     @staticmethod

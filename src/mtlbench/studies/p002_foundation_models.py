@@ -284,6 +284,7 @@ class FoundationModels002(SweepStudy):
         self.sweeps = self._plan(context, outcome)  # type: ignore[misc]
         inner = super().execute(context)
         inner.notes[:0] = outcome.notes
+        inner.notes = list(dict.fromkeys(inner.notes))  # one note per stand-in, not per sweep
         return inner
 
     # ------------------------------------------------------------------------------------- results

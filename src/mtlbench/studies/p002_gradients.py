@@ -186,7 +186,9 @@ class Gradients002(SweepStudy):
     def execute(self, context: StudyContext) -> StudyOutcome:
         self._context = context
         self._summary: dict[str, dict[str, list[dict[str, Any]]]] = {}
-        return super().execute(context)
+        outcome = super().execute(context)
+        outcome.notes = list(dict.fromkeys(outcome.notes))  # one note per stand-in, not per sweep
+        return outcome
 
     def _runs(self, label: str, report: Any, context: StudyContext) -> dict[str, list[dict[str, Any]]]:
         """Per method: one entry per final seed with the per-epoch series and the seed's M_i per task."""

@@ -285,6 +285,11 @@ class Imbalance002(SweepStudy):
         ),
     )
 
+    def execute(self, context: StudyContext) -> StudyOutcome:
+        outcome = super().execute(context)
+        outcome.notes = list(dict.fromkeys(outcome.notes))  # one note per stand-in, not per sweep
+        return outcome
+
     def _published_cells(self) -> dict[str, Published]:
         out: dict[str, Published] = {}
         for label, (dataset, rows, source) in TABLES.items():
