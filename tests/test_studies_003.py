@@ -212,3 +212,35 @@ def test_published_runtime_factors_come_from_003s_text() -> None:
         city["Cityscapes/pcgrad/time_ratio"].value == 1.3 and city["Cityscapes/graddrop/time_ratio"].text == "1.6-2.3"
     )
     assert not any(math.isfinite(p.value or math.nan) for k, p in city.items() if "/S." in k or "/D." in k)
+
+
+def _regularization_verdicts(means: dict[str, dict[str, float]]) -> dict[str, str]:
+    from mtlbench.studies.base import StudyOutcome
+
+    study = STUDIES["003-regularization"]()
+    declared = {c.key: c for c in study.claims()}
+    verdicts: dict[str, str] = {}
+    study._check(
+        StudyOutcome("x", "003", "", "cpu"),
+        lambda row, key: means.get(row, {}).get(key),
+        lambda key, check: verdicts.__setitem__(declared[key].key, check.verdict),
+    )
+    return verdicts
+
+
+def test_regularization_claims_on_known_means() -> None:
+    """Figs. 5/6 as 003 describes them hold; a Unit. Scal. that peaks in its first epoch does not overfit."""
+    means = {m: {"overfit_drop": 0.01, "peak_epoch": 5.0, "sum_norm_early": 5.0, "sum_norm_last": 2.0} for m in SEVEN}
+    means["unit_scal"] = {"overfit_drop": 0.05, "peak_epoch": 3.0, "sum_norm_early": 10.0, "sum_norm_last": 1.0}
+    means["mgda_ub"]["sum_norm_last"], means["imtl"]["sum_norm_last"] = 8.0, 9.0
+    means["unit_scal l2"] = {"overfit_drop": 0.02}
+    means["unit_scal l2+"] = {"overfit_drop": 0.01}
+    means["unit_scal Reg"] = {"overfit_drop": 0.005}
+    assert set(_regularization_verdicts(means).values()) == {HOLDS}
+    means["pcgrad"]["sum_norm_last"] = 20.0  # PCGrad, not MGDA/IMTL, ends farthest from stationarity
+    means["unit_scal Reg"]["overfit_drop"] = 0.03
+    verdicts = _regularization_verdicts(means)
+    assert verdicts["mgda_imtl_away"] == DOES_NOT_HOLD and verdicts["reg_further"] == DOES_NOT_HOLD
+    means["unit_scal"]["peak_epoch"] = 1.0
+    verdicts = _regularization_verdicts(means)
+    assert verdicts["smtos_postpone_overfitting"] == INCONCLUSIVE and verdicts["l2_postpones"] == INCONCLUSIVE

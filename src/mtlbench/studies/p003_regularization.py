@@ -48,6 +48,8 @@ SMTOS = tuple(m for m in SEVEN if m != BASELINE)
 EARLY = 0.3
 #: an overfitting drop below this (accuracy, fraction) is no overfitting: nothing to postpone
 MIN_DROP = 0.002
+#: runs shorter than this say nothing about overfitting or convergence: every claim is then inconclusive
+MIN_EPOCHS = 4
 FIG5 = "003 Fig. 5, §5.1"
 FIG6 = "003 Fig. 6, §5.3"
 
@@ -214,8 +216,36 @@ class Regularization003(Accuracy003):
         def value(row: str, key: str) -> float | None:
             return means.get(row, {}).get(key)
 
+        epochs = min((len(r) for by_seed in curves.values() for r in by_seed.values()), default=0)
+        if epochs < MIN_EPOCHS:
+            for claim in self.claims():
+                reason = (
+                    f"{epochs} epoch(s) per run: too short to speak of overfitting or convergence (needs {MIN_EPOCHS})"
+                )
+                outcome.claims.append(ClaimResult(claim, verdicts.INCONCLUSIVE, reason))
+        else:
+            self._check(outcome, value, add)
+
+        outcome.tables["Mean validation accuracy per epoch (Fig. 5)"] = _curve_table(curves, mean_val_accuracy)
+        outcome.tables["‖sum g_i‖ per epoch (Fig. 6)"] = _curve_table(
+            {r: c for r, c in curves.items() if r in SEVEN}, sum_norm
+        )
+        outcome.notes.append(
+            f"Overfitting drop = peak - last epoch's mean validation accuracy; below {MIN_DROP}, or a peak in the "
+            f"first epoch, counts as no overfitting (the Fig. 5 claims are then inconclusive); runs shorter than "
+            f"{MIN_EPOCHS} epochs decide no claim. Qualitative checks on the means over seeds."
+        )
+        outcome.notes = list(dict.fromkeys(outcome.notes))
+
+    def _check(self, outcome: StudyOutcome, value: Any, add: Any) -> None:
+        """The claims of Figs. 5 and 6 on the means over seeds (``value(row, key)``)."""
+        from mtlbench.analysis import claims as verdicts
+
         base_drop = value(BASELINE, "overfit_drop")
         drops = {m: value(m, "overfit_drop") for m in SMTOS if value(m, "overfit_drop") is not None}
+        base_peak = value(BASELINE, "peak_epoch")
+        if base_drop is not None and base_peak is not None and base_peak < 2:
+            base_drop = 0.0  # the best epoch is the first: no learning to lose, no overfitting to postpone
         if base_drop is None or len(drops) < 2:
             add("smtos_postpone_overfitting", verdicts.Check(verdicts.INCONCLUSIVE, "too few methods ran"))
         elif base_drop < MIN_DROP:
@@ -269,14 +299,6 @@ class Regularization003(Accuracy003):
             if holds and len(last) < len(SEVEN):
                 check = verdicts.Check(verdicts.INCONCLUSIVE, f"{detail}; {len(last)} of 7 methods ran")
             add("mgda_imtl_away", check)
-        outcome.tables["Mean validation accuracy per epoch (Fig. 5)"] = _curve_table(curves, mean_val_accuracy)
-        outcome.tables["‖sum g_i‖ per epoch (Fig. 6)"] = _curve_table(
-            {r: c for r, c in curves.items() if r in SEVEN}, sum_norm
-        )
-        outcome.notes.append(
-            f"Overfitting drop = peak - last epoch's mean validation accuracy; below {MIN_DROP} counts as no "
-            "overfitting (the Fig. 5 claims are then inconclusive). Qualitative checks on the means over seeds."
-        )
 
 
 def _curve_table(curves: Mapping[str, Mapping[int, Sequence[Mapping[str, Any]]]], read: Any) -> str:
