@@ -51,7 +51,7 @@ def test_a_pool_of_two_workers_stores_the_same_numbers_as_one(tmp_path, in_proce
 
 
 def test_ray_stores_the_same_runs_as_the_local_executor(tmp_path, in_process):
-    ray = pytest.importorskip("ray")
+    import ray
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 1024**2, log_to_driver=False)
     try:
         store = ResultsStore(tmp_path / "ray.db")

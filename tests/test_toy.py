@@ -116,7 +116,6 @@ def test_bad_input():
 
 
 def test_plot(tmp_path):
-    pytest.importorskip("matplotlib")
     result = run_toy("cagrad", "sgd", 0.5, 200)
     path = toy.plot_toy(result, tmp_path / "toy.png", grid=60, points=50)
     assert path.exists() and path.stat().st_size > 1000
