@@ -7,7 +7,8 @@ architectures' modules. **MTI-Net and InvPT are not available in mtlbench (a lat
 these datasets (mtlbench's MTAN is SegNet-MTAN for NYUv2): their cells list 002's printed numbers
 without ours. What runs is the baselines the figure compares against: vanilla MTL with uniform weights
 and its single-task references for each base encoder mtlbench has (``encoder`` option of ``nyud``/
-``pascal_context``: ``resnet18``, ``hrnet_w18``, ``vit_t16``), on the stand-ins below the paper scale.
+``pascal_context``: ``resnet18``, ``hrnet_w18_small_v2`` -- what MTI-Net's code, which 002 follows,
+calls hrnet_w18 --, ``vit_t16``), on the stand-ins below the paper scale.
 An encoder that this installation lacks is reported as not run.
 
 Printed numbers (text of section V-C and Table II's MTAN rows; Delta_m in percent, higher is better, our
@@ -39,10 +40,10 @@ from mtlbench.studies.base import (
 from mtlbench.studies.sweep_study import StudySweep, SweepStudy, test_scale_overlay
 from mtlbench.studies.sweeps import final_values
 
-#: base encoder -> (label, stand-in resolution NYUD, PASCAL)
+#: base encoder -> (label, resolution of the NYUD / PASCAL stand-ins (unused: the specs' scales set them))
 BASES = {
     "resnet18": ("ResNet-18", "64x48", "64x64"),
-    "hrnet_w18": ("HRNet-18", "64x64", "64x64"),
+    "hrnet_w18_small_v2": ("HRNet-18 (MTI-Net's hrnet_w18 = W18-Small-v2)", "64x64", "64x64"),
     "vit_t16": ("ViT-T/16", "64x48", "64x64"),
 }
 DATASETS = {"NYUD": ("nyud_002", "nyud"), "PASCAL": ("pascal_002", "pascal_context")}
@@ -78,21 +79,37 @@ def available_encoders() -> tuple[str, ...]:
     return ("resnet18",)
 
 
+#: base encoder -> (spec suffix: 002's Table IX setup of that backbone family, paper-scale problem options)
+SETUPS: dict[str, tuple[str, dict[str, Any]]] = {
+    "resnet18": ("", {"encoder_weights": "timm:resnet18"}),
+    "hrnet_w18_small_v2": ("_hrnet", {}),
+    "vit_t16": (
+        "_vit",
+        {
+            "encoder": "vit_t16",
+            "encoder_weights": "timm:vit_tiny_patch16_384.augreg_in21k_ft_in1k",
+            "normalization": "inception",
+        },
+    ),
+}
+
+
 def _sweep(dataset: str, encoder: str) -> StudySweep:
+    """Vanilla uniform MTL on ``encoder``: the built-in spec of its family (``nyud_002``, ``nyud_002_hrnet``,
+    ``nyud_002_vit`` and PASCAL's; their smoke/cpu scales shrink the encoder on the stand-ins), ImageNet weights
+    at the paper scale."""
     spec, problem = DATASETS[dataset]
-    resolution = BASES[encoder][1 if dataset == "NYUD" else 2]
-    options = {"encoder": encoder, "resolution": resolution}
-    if encoder != "resnet18":
-        options["encoder_depth"] = 1  # stand-in sizes: one block a stage / one layer (0 = real at paper scale)
-    base = {"methods": ["unit_scal"], "problem_options": options}
+    suffix, paper = SETUPS[encoder]
+    options = {"encoder": encoder}
+    base: dict[str, Any] = {"methods": ["unit_scal"], "problem_options": options}
     return StudySweep(
-        spec,
+        spec + suffix,
         f"{dataset}-{encoder}",
         overlays={
             "test": test_scale_overlay(["unit_scal"], problem_options=options),
             "smoke": base,
             "cpu": base,
-            "paper": {"methods": ["unit_scal"], "problem_options": {"encoder": encoder}},
+            "paper": {"methods": ["unit_scal"], "problem_options": paper},
         },
         stand_in=stand_ins.dense_002(problem),
         scales=("test", "smoke", "cpu", "paper")
@@ -198,7 +215,7 @@ class Architectures002(SweepStudy):
         results, parts = [], []
         for dataset in DATASETS:
             vit = self._deltas.get(f"{dataset}-vit_t16")
-            cnn = {e: self._deltas.get(f"{dataset}-{e}") for e in ("resnet18", "hrnet_w18")}
+            cnn = {e: self._deltas.get(f"{dataset}-{e}") for e in ("resnet18", "hrnet_w18_small_v2")}
             if vit is None or any(v is None for v in cnn.values()):
                 continue
             results.append(all(vit < v for v in cnn.values() if v is not None))
