@@ -136,6 +136,11 @@ class StudyOutcome:
     figures: list[str] = field(default_factory=list)
     tables: dict[str, str] = field(default_factory=dict)  # title -> Markdown
 
+    def put(self, result: CellResult) -> None:
+        """Add a cell's result, replacing an earlier one of the same cell (e.g. a "not run" placeholder)."""
+        self.cells = [c for c in self.cells if c.cell.key != result.cell.key]
+        self.cells.append(result)
+
     def cell(self, key: str) -> CellResult:
         for result in self.cells:
             if result.cell.key == key:

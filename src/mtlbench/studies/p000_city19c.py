@@ -114,6 +114,5 @@ class City19C000(SweepStudy):
                     values.append(change[task][metric])
                 key = f"{SWEEP}/{result.method}/{task}.{metric}"
                 if key in by_key:
-                    outcome.cells = [c for c in outcome.cells if c.cell.key != key]
                     mean, ci, n = cell_value(values)
-                    outcome.cells.append(CellResult(by_key[key], mean, ci, n))
+                    outcome.put(CellResult(by_key[key], mean, ci, n))

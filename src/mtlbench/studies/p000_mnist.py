@@ -184,8 +184,7 @@ class Mnist000(SweepStudy):
                 cell = by_key.get(f"{SWEEP}/{result.method}/{task}")
                 if cell is not None:
                     mean, ci, n = cell_value(values)
-                    outcome.cells = [c for c in outcome.cells if c.cell.key != cell.key]
-                    outcome.cells.append(CellResult(cell, mean, ci, n))
+                    outcome.put(CellResult(cell, mean, ci, n))
         rows = ["| method | 000 Table 7 lr / p / wd | ours (selected) |", "|---|---|---|"]
         for result in report.methods:
             published = TABLE_7.get(result.method)

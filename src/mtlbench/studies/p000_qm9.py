@@ -111,9 +111,8 @@ class Qm9000(SweepStudy):
 
         def put(key: str, value: float | None, n: int) -> None:
             if key in by_key:
-                outcome.cells = [c for c in outcome.cells if c.cell.key != key]
                 finite = value is not None and np.isfinite(value)
-                outcome.cells.append(CellResult(by_key[key], float(value) if finite else None, None, n))
+                outcome.put(CellResult(by_key[key], float(value) if finite else None, None, n))
 
         averages: dict[str, dict[str, dict[str, float]]] = {}
         for result in report.methods:

@@ -141,9 +141,8 @@ class SimilarTasks000(SweepStudy):
                     if e is not None
                 ]
                 key = f"{pair}/{method}/weight_error"
-                outcome.cells = [c for c in outcome.cells if c.cell.key != key]
                 mean, ci, n = cell_value(values)
-                outcome.cells.append(CellResult(by_key[key], mean, ci, n, "" if n else "not run at this scale"))
+                outcome.put(CellResult(by_key[key], mean, ci, n, "" if n else "not run at this scale"))
                 if mean is not None:
                     errors[(pair, method)] = mean
         judged = {k: v for k, v in errors.items() if k != ("CL_CR", "famo")}
